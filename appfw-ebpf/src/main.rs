@@ -1,0 +1,95 @@
+//! appfw's kernel programs: the index of hooks.
+//!
+//! Each hook is a thin wrapper; what it records lives in a module named
+//! after the traffic it sees. All hooks run in the context of the process
+//! that owns the socket, before its first packet reaches netfilter, which is
+//! what makes the daemon's later lookup race-free.
+//!
+//! Kernel versions are the minimum for each program type and the helpers it
+//! uses; appfw is tested on 6.18.
+#![no_std]
+#![no_main]
+
+mod exec;
+mod maps;
+mod owner;
+mod tcp;
+mod udp;
+
+use aya_ebpf::{
+    macros::{cgroup_sock, cgroup_sock_addr, sock_ops, tracepoint},
+    programs::{SockAddrContext, SockContext, SockOpsContext, TracePointContext},
+};
+
+/// Any connect(): socket cookie -> owner. Linux 5.7 (netns cookie).
+#[cgroup_sock_addr(connect4)]
+pub fn appfw_connect4(ctx: SockAddrContext) -> i32 {
+    udp::connected(&ctx, appfw_common::flow::AF_INET)
+}
+
+/// As `appfw_connect4`, for IPv6 sockets. Linux 5.7.
+#[cgroup_sock_addr(connect6)]
+pub fn appfw_connect6(ctx: SockAddrContext) -> i32 {
+    udp::connected(&ctx, appfw_common::flow::AF_INET6)
+}
+
+/// UDP sent with an address: full tuple with the local port. Linux 5.7.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn appfw_udp_sendmsg4(ctx: SockAddrContext) -> i32 {
+    udp::sendmsg(&ctx, appfw_common::flow::AF_INET)
+}
+
+/// As `appfw_udp_sendmsg4`, for IPv6 sockets. Linux 5.7.
+#[cgroup_sock_addr(sendmsg6)]
+pub fn appfw_udp_sendmsg6(ctx: SockAddrContext) -> i32 {
+    udp::sendmsg(&ctx, appfw_common::flow::AF_INET6)
+}
+
+/// Socket closed: a connected UDP socket's flow is recorded now, while its
+/// local port is still known. Linux 5.9 (sock_release attach type).
+#[cgroup_sock(sock_release)]
+pub fn appfw_sock_release(ctx: SockContext) -> i32 {
+    udp::released(&ctx)
+}
+
+/// TCP connect: the full tuple, local port included, before the SYN is
+/// queued. Linux 5.15 (netns cookie in sock_ops).
+#[sock_ops]
+pub fn appfw_tcp_connect(ctx: SockOpsContext) -> u32 {
+    tcp::sock_ops(&ctx)
+}
+
+/// New process (not a thread): start of an incarnation, parent link.
+#[tracepoint]
+pub fn appfw_task_newtask(ctx: TracePointContext) -> u32 {
+    exec::newtask(&ctx)
+}
+
+/// execve entry: argv, copied while the old address space still exists.
+#[tracepoint]
+pub fn appfw_execve_enter(ctx: TracePointContext) -> u32 {
+    exec::execve_enter(&ctx, exec::EXECVE_ARGV_OFFSET)
+}
+
+/// execveat entry: as `appfw_execve_enter`.
+#[tracepoint]
+pub fn appfw_execveat_enter(ctx: TracePointContext) -> u32 {
+    exec::execve_enter(&ctx, exec::EXECVEAT_ARGV_OFFSET)
+}
+
+/// Successful exec: executable path, new incarnation.
+#[tracepoint]
+pub fn appfw_process_exec(ctx: TracePointContext) -> u32 {
+    exec::process_exec(&ctx)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any path that could reach here.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,247 @@
+//! The maps, written only through the verbs below.
+//!
+//! Map and global names must match `appfw_common::maps`, which the daemon
+//! uses to find them.
+
+use appfw_common::{
+    maps::{self as names, counter, SocketEvent},
+    ExecArgs, FlowKey, Owner, ProcKey, ProcRecord,
+};
+use aya_ebpf::{
+    bindings::BPF_ANY,
+    macros::map,
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+};
+
+#[map]
+static APPFW_FLOWS: LruHashMap<FlowKey, Owner> =
+    LruHashMap::with_max_entries(names::FLOWS_CAPACITY, 0);
+
+#[map]
+static APPFW_SOCKETS: LruHashMap<u64, Owner> =
+    LruHashMap::with_max_entries(names::SOCKETS_CAPACITY, 0);
+
+#[map]
+static APPFW_PROC_START: LruHashMap<u32, u64> =
+    LruHashMap::with_max_entries(names::PROC_START_CAPACITY, 0);
+
+#[map]
+static APPFW_PROCS: LruHashMap<ProcKey, ProcRecord> =
+    LruHashMap::with_max_entries(names::PROCS_CAPACITY, 0);
+
+#[map]
+static APPFW_PENDING_EXEC: LruHashMap<u32, ExecArgs> =
+    LruHashMap::with_max_entries(names::PENDING_EXEC_CAPACITY, 0);
+
+#[map]
+static APPFW_EVENTS: RingBuf = RingBuf::with_byte_size(names::EVENTS_BYTES, 0);
+
+#[map]
+static APPFW_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Scratch space: a `ProcRecord` or `ExecArgs` is larger than the 512-byte
+/// BPF stack, so it is built here (one slot per CPU) and then copied.
+#[map]
+static APPFW_SCRATCH_PROC: PerCpuArray<ProcRecord> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+static APPFW_SCRATCH_ARGS: PerCpuArray<ExecArgs> = PerCpuArray::with_max_entries(1, 0);
+
+/// Set by the loader (`EbpfLoader::set_global`); read volatile so that the
+/// compiler does not fold the initial value.
+#[unsafe(no_mangle)]
+static APPFW_FILTER_NETNS: u64 = 0;
+#[unsafe(no_mangle)]
+static APPFW_EMIT_EVENTS: u8 = 0;
+
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(c) = APPFW_COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *c += 1 };
+    }
+}
+
+/// True when sockets of `netns` are not this instance's business.
+#[inline(always)]
+pub fn netns_ignored(netns: u64) -> bool {
+    // SAFETY: reading a global the loader initialised.
+    let wanted = unsafe { core::ptr::read_volatile(&APPFW_FILTER_NETNS) };
+    wanted != 0 && wanted != netns
+}
+
+#[inline(always)]
+fn emit_events() -> bool {
+    // SAFETY: reading a global the loader initialised.
+    unsafe { core::ptr::read_volatile(&APPFW_EMIT_EVENTS) != 0 }
+}
+
+/// Records `owner` for the flow `key`. Called for every UDP datagram sent
+/// with an address, so an unchanged entry is left alone (and not reported
+/// again to `appfw trace`).
+#[inline(always)]
+pub fn flow_opened(key: &FlowKey, owner: &Owner, report_it: bool) {
+    if let Some(old) = APPFW_FLOWS.get_ptr(key) {
+        // SAFETY: pointer into the map's value, valid during this program.
+        let old = unsafe { &*old };
+        if old.pid == owner.pid && old.cookie == owner.cookie {
+            return;
+        }
+    }
+    if APPFW_FLOWS.insert(key, owner, BPF_ANY as u64).is_err() {
+        count(counter::MAP_UPDATE_FAILED);
+    }
+    if report_it {
+        report(key, owner);
+    }
+}
+
+/// Tells `appfw trace` (if it is the loader) about a new socket.
+#[inline(always)]
+pub fn report(key: &FlowKey, owner: &Owner) {
+    if emit_events() {
+        let event = SocketEvent {
+            key: *key,
+            owner: *owner,
+        };
+        if APPFW_EVENTS.output::<SocketEvent>(&event, 0).is_err() {
+            count(counter::EVENTS_LOST);
+        }
+    }
+}
+
+/// Records who connected the socket `owner.cookie`.
+#[inline(always)]
+pub fn socket_connected(owner: &Owner) {
+    if APPFW_SOCKETS
+        .insert(&owner.cookie, owner, BPF_ANY as u64)
+        .is_err()
+    {
+        count(counter::MAP_UPDATE_FAILED);
+    }
+}
+
+/// Who connected socket `cookie`, if a connect hook saw it.
+#[inline(always)]
+pub fn socket_owner(cookie: u64) -> Option<Owner> {
+    // SAFETY: copied out at once; a concurrent update can at worst give a
+    // mix of two records of the same socket.
+    unsafe { APPFW_SOCKETS.get(&cookie).copied() }
+}
+
+#[inline(always)]
+pub fn socket_closed(cookie: u64) {
+    // A missing entry is not an error: most sockets never connect.
+    let _ = APPFW_SOCKETS.remove(&cookie);
+}
+
+/// Start of the current incarnation of `pid`, 0 when appfw never saw it
+/// fork or exec.
+#[inline(always)]
+pub fn process_start(pid: u32) -> u64 {
+    // SAFETY: a u64 copied out.
+    unsafe { APPFW_PROC_START.get(&pid).copied().unwrap_or(0) }
+}
+
+/// Records that `pid` began a new incarnation at `start_ns`.
+#[inline(always)]
+fn process_started(pid: u32, start_ns: u64) {
+    if APPFW_PROC_START
+        .insert(&pid, &start_ns, BPF_ANY as u64)
+        .is_err()
+    {
+        count(counter::MAP_UPDATE_FAILED);
+    }
+}
+
+/// A new process `child` was forked from `parent` at `now`: it inherits the
+/// parent's record (same executable until it execs).
+#[inline(always)]
+pub fn process_forked(parent: u32, child: u32, now: u64) {
+    let child_key = ProcKey::new(child, now);
+    let parent_key = ProcKey::new(parent, process_start(parent));
+    let inserted = match APPFW_PROCS.get_ptr(&parent_key) {
+        // SAFETY: the value pointer is valid for this program's run; the
+        // kernel copies it into the new element.
+        Some(rec) => APPFW_PROCS.insert(&child_key, unsafe { &*rec }, BPF_ANY as u64),
+        None => match APPFW_SCRATCH_PROC.get_ptr_mut(0) {
+            Some(rec) => {
+                // SAFETY: this CPU's scratch slot; only the fields a reader
+                // looks at for an empty record are reset.
+                unsafe {
+                    (*rec).filename[0] = 0;
+                    (*rec).argc = 0;
+                    (*rec).args_truncated = 0;
+                    APPFW_PROCS.insert(&child_key, &*rec, BPF_ANY as u64)
+                }
+            }
+            None => return,
+        },
+    };
+    if inserted.is_err() {
+        count(counter::MAP_UPDATE_FAILED);
+        return;
+    }
+    if let Some(rec) = APPFW_PROCS.get_ptr_mut(&child_key) {
+        // SAFETY: the element just inserted; only this program writes it now.
+        unsafe {
+            (*rec).ppid = parent;
+            (*rec).start_ns = now;
+        }
+    }
+    process_started(child, now);
+}
+
+/// This CPU's scratch `ExecArgs`, to fill before [`exec_started`].
+#[inline(always)]
+pub fn scratch_args() -> Option<&'static mut ExecArgs> {
+    // SAFETY: per-CPU slot; programs do not migrate CPUs while running.
+    APPFW_SCRATCH_ARGS.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+/// Keeps argv of thread `tid`'s execve until the exec succeeds.
+#[inline(always)]
+pub fn exec_started(tid: u32, args: &ExecArgs) {
+    if APPFW_PENDING_EXEC
+        .insert(&tid, args, BPF_ANY as u64)
+        .is_err()
+    {
+        count(counter::MAP_UPDATE_FAILED);
+    }
+}
+
+/// This CPU's scratch `ProcRecord`, to fill before [`process_exec`].
+#[inline(always)]
+pub fn scratch_proc() -> Option<&'static mut ProcRecord> {
+    // SAFETY: per-CPU slot; programs do not migrate CPUs while running.
+    APPFW_SCRATCH_PROC.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+/// Parent recorded for the current incarnation of `pid`, 0 if unknown.
+#[inline(always)]
+pub fn recorded_ppid(pid: u32) -> u32 {
+    let key = ProcKey::new(pid, process_start(pid));
+    // SAFETY: a u32 copied out.
+    unsafe { APPFW_PROCS.get(&key).map(|r| r.ppid).unwrap_or(0) }
+}
+
+/// argv that thread `tid` passed to execve, if its entry was seen.
+#[inline(always)]
+pub fn pending_args(tid: u32) -> Option<*const ExecArgs> {
+    APPFW_PENDING_EXEC.get_ptr(&tid)
+}
+
+#[inline(always)]
+pub fn forget_pending_args(tid: u32) {
+    let _ = APPFW_PENDING_EXEC.remove(&tid);
+}
+
+/// `pid` exec'd at `rec.start_ns`; `rec` describes the new program.
+#[inline(always)]
+pub fn process_exec(pid: u32, rec: &ProcRecord) {
+    let key = ProcKey::new(pid, rec.start_ns);
+    if APPFW_PROCS.insert(&key, rec, BPF_ANY as u64).is_err() {
+        count(counter::MAP_UPDATE_FAILED);
+        return;
+    }
+    process_started(pid, rec.start_ns);
+}

@@ -1,0 +1,204 @@
+//! tuple -> socket cookie through NETLINK_SOCK_DIAG, for connected UDP
+//! sockets, whose local port no eBPF hook here sees in process context.
+//!
+//! One request, one answer: the kernel's exact lookup (udp_dump_one), not a
+//! dump of every socket. Buffers are reused between calls.
+
+use std::{io, time::Duration};
+
+use appfw_common::{flow::AF_INET, FlowKey};
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
+use netlink_packet_sock_diag::{
+    constants::{AF_INET as DIAG_AF_INET, AF_INET6 as DIAG_AF_INET6, IPPROTO_UDP},
+    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
+    SockDiagMessage,
+};
+use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
+
+use super::procfs::endpoints;
+
+/// The kernel answers at once; this only bounds a broken netlink socket so
+/// that a packet's verdict is never held for long.
+const TIMEOUT: Duration = Duration::from_millis(50);
+
+pub struct SockDiag {
+    socket: Socket,
+    send: Vec<u8>,
+    recv: Vec<u8>,
+    seq: u32,
+}
+
+impl SockDiag {
+    pub fn open() -> io::Result<Self> {
+        let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
+        socket.bind_auto()?;
+        socket.connect(&SocketAddr::new(0, 0))?;
+        set_timeout(&socket, TIMEOUT)?;
+        Ok(SockDiag {
+            socket,
+            send: vec![0; 256],
+            recv: vec![0; 8192],
+            seq: 0,
+        })
+    }
+
+    /// The cookie of the UDP socket sending `key`, if it still exists.
+    pub fn udp_cookie(&mut self, key: &FlowKey) -> io::Result<Option<u64>> {
+        let (local, remote) = endpoints(key);
+        let family = if key.family == AF_INET { DIAG_AF_INET } else { DIAG_AF_INET6 };
+        // udp_dump_one() looks sockets up as if receiving a datagram: the
+        // kernel treats idiag_src as the packet's source (our remote end)
+        // and idiag_dst as its destination (our local end), unlike TCP.
+        let socket_id = SocketId {
+            source_port: remote.port(),
+            destination_port: local.port(),
+            source_address: remote.ip(),
+            destination_address: local.ip(),
+            interface_id: 0,
+            cookie: [0xff; 8],
+        };
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST;
+        header.sequence_number = self.seq;
+        let mut msg = NetlinkMessage::new(
+            header,
+            SockDiagMessage::InetRequest(InetRequest {
+                family,
+                protocol: IPPROTO_UDP,
+                extensions: ExtensionFlags::empty(),
+                states: StateFlags::all(),
+                socket_id,
+            })
+            .into(),
+        );
+        msg.finalize();
+        let len = msg.buffer_len();
+        if self.send.len() < len {
+            self.send.resize(len, 0);
+        }
+        msg.serialize(&mut self.send[..len]);
+        self.socket.send(&self.send[..len], 0)?;
+
+        loop {
+            let n = self.socket.recv(&mut &mut self.recv[..], 0)?;
+            let mut offset = 0;
+            while offset < n {
+                let reply = <NetlinkMessage<SockDiagMessage>>::deserialize(&self.recv[offset..n])
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                let step = reply.header.length as usize;
+                if reply.header.sequence_number == self.seq {
+                    match reply.payload {
+                        NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
+                            return Ok(Some(cookie(r.header.socket_id.cookie)));
+                        }
+                        // ENOENT: no such socket (any more).
+                        NetlinkPayload::Error(_) | NetlinkPayload::Done(_) => return Ok(None),
+                        _ => {}
+                    }
+                }
+                if step == 0 {
+                    break;
+                }
+                offset += step;
+            }
+        }
+    }
+}
+
+fn set_timeout(socket: &Socket, t: Duration) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let tv = libc::timeval {
+        tv_sec: t.as_secs() as libc::time_t,
+        tv_usec: t.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: valid fd and option buffer of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `idiag_cookie` is two native-endian u32 words, low word first.
+fn cookie(raw: [u8; 8]) -> u64 {
+    let lo = u32::from_ne_bytes([raw[0], raw[1], raw[2], raw[3]]);
+    let hi = u32::from_ne_bytes([raw[4], raw[5], raw[6], raw[7]]);
+    u64::from(lo) | (u64::from(hi) << 32)
+}
+
+impl SockDiag {
+    /// The (local, remote) addresses of the UDP socket with `cookie`, by a
+    /// dump of this namespace's UDP sockets of `family`. For `appfw trace`,
+    /// which learns of a connected UDP socket by cookie before its port is
+    /// known; not used on the packet path.
+    pub fn udp_by_cookie(
+        &mut self,
+        family: u8,
+        cookie: u64,
+    ) -> io::Result<Option<(std::net::SocketAddr, std::net::SocketAddr)>> {
+        use netlink_packet_core::NLM_F_DUMP;
+        let mut socket_id = if family == AF_INET { SocketId::new_v4() } else { SocketId::new_v6() };
+        socket_id.cookie = [0xff; 8];
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        header.sequence_number = self.seq;
+        let mut msg = NetlinkMessage::new(
+            header,
+            SockDiagMessage::InetRequest(InetRequest {
+                family: if family == AF_INET { DIAG_AF_INET } else { DIAG_AF_INET6 },
+                protocol: IPPROTO_UDP,
+                extensions: ExtensionFlags::empty(),
+                states: StateFlags::all(),
+                socket_id,
+            })
+            .into(),
+        );
+        msg.finalize();
+        let len = msg.buffer_len();
+        if self.send.len() < len {
+            self.send.resize(len, 0);
+        }
+        msg.serialize(&mut self.send[..len]);
+        self.socket.send(&self.send[..len], 0)?;
+
+        let mut found = None;
+        loop {
+            let n = self.socket.recv(&mut &mut self.recv[..], 0)?;
+            let mut offset = 0;
+            while offset < n {
+                let reply = <NetlinkMessage<SockDiagMessage>>::deserialize(&self.recv[offset..n])
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                let step = reply.header.length as usize;
+                if reply.header.sequence_number == self.seq {
+                    match reply.payload {
+                        NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
+                            let id = &r.header.socket_id;
+                            if found.is_none() && self::cookie(id.cookie) == cookie {
+                                found = Some((
+                                    std::net::SocketAddr::new(id.source_address, id.source_port),
+                                    std::net::SocketAddr::new(id.destination_address, id.destination_port),
+                                ));
+                            }
+                        }
+                        NetlinkPayload::Done(_) | NetlinkPayload::Error(_) => return Ok(found),
+                        _ => {}
+                    }
+                }
+                if step == 0 {
+                    break;
+                }
+                offset += step;
+            }
+        }
+    }
+}

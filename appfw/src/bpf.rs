@@ -1,0 +1,235 @@
+//! Loading, attaching and detaching the kernel programs.
+//!
+//! [`load`] returns two halves: [`Maps`], the map handles the packet path
+//! reads (moved to the queue thread), and [`Programs`], which owns the
+//! programs and their links; dropping it detaches every hook.
+
+use std::path::PathBuf;
+
+use appfw_common::{
+    maps::{self as names, counter},
+    FlowKey, Owner, ProcKey, ProcRecord,
+};
+use aya::{
+    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramError, SockOps, TracePoint},
+    Ebpf, EbpfError, EbpfLoader,
+};
+use thiserror::Error;
+
+use crate::system::{self, SystemError};
+
+/// The object built from `appfw-ebpf`, embedded at build time.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/appfw-ebpf.o"));
+
+#[derive(Debug, Error)]
+pub enum BpfError {
+    #[error("this appfw binary was built without its eBPF object; build it with `cargo xtask build`")]
+    NoObject,
+    #[error(transparent)]
+    System(#[from] SystemError),
+    #[error("loading the eBPF object failed: {0}. appfw needs root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN) and a kernel with BPF and BTF")]
+    Load(#[source] EbpfError),
+    #[error("the eBPF object has no program {0}; it does not match this appfw build (rebuild with `cargo xtask build`)")]
+    ProgramMissing(&'static str),
+    #[error("the kernel refused program {name}: {reason}. {hint}")]
+    LoadProgram {
+        name: &'static str,
+        hint: &'static str,
+        reason: String,
+    },
+    #[error("attaching {name} to {target} failed: {reason}. {hint}")]
+    Attach {
+        name: &'static str,
+        target: String,
+        hint: &'static str,
+        reason: String,
+    },
+    #[error("the eBPF object has no map {0}; rebuild with `cargo xtask build`")]
+    MapMissing(&'static str),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+}
+
+/// What to load.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Record only sockets of this network namespace (0: every namespace).
+    pub netns: u64,
+    /// Emit a ring-buffer event per new socket (for `appfw trace`).
+    pub events: bool,
+}
+
+/// The loaded programs and their links. Drop to detach.
+pub struct Programs {
+    _ebpf: Ebpf,
+    pub cgroup: PathBuf,
+    counters: PerCpuArray<MapData, u64>,
+}
+
+/// Map handles for lookups; each lookup is one bpf() syscall, with no
+/// allocation and no lock in userspace.
+pub struct Maps {
+    pub flows: HashMap<MapData, FlowKey, Owner>,
+    pub sockets: HashMap<MapData, u64, Owner>,
+    pub proc_start: HashMap<MapData, u32, u64>,
+    pub procs: HashMap<MapData, ProcKey, ProcRecord>,
+}
+
+/// Loads the programs, attaches every hook, and returns the maps, the
+/// program handles, and (with `events`) the event ring buffer.
+pub fn load(opts: Options) -> Result<(Maps, Programs, Option<RingBuf<MapData>>), BpfError> {
+    if OBJECT.is_empty() {
+        return Err(BpfError::NoObject);
+    }
+    system::require_root()?;
+    system::ensure_tracefs()?;
+    let cgroup = system::cgroup2_root()?;
+
+    let emit: u8 = opts.events.into();
+    let mut ebpf = EbpfLoader::new()
+        .override_global(names::FILTER_NETNS, &opts.netns, true)
+        .override_global(names::EMIT_EVENTS, &emit, true)
+        .load(OBJECT)
+        .map_err(BpfError::Load)?;
+
+    // Process records first, so that sockets opened from now on find the
+    // incarnation of their process.
+    for (name, category, event) in [
+        ("appfw_task_newtask", "task", "task_newtask"),
+        ("appfw_execve_enter", "syscalls", "sys_enter_execve"),
+        ("appfw_execveat_enter", "syscalls", "sys_enter_execveat"),
+        ("appfw_process_exec", "sched", "sched_process_exec"),
+    ] {
+        let prog: &mut TracePoint = program(&mut ebpf, name)?;
+        prog.load().map_err(|source| BpfError::LoadProgram {
+            name,
+            hint: "tracepoint programs need CONFIG_FTRACE_SYSCALLS and tracefs",
+            reason: brief(&source),
+        })?;
+        prog.attach(category, event).map_err(|source| BpfError::Attach {
+            name,
+            target: format!("tracepoint {category}/{event}"),
+            hint: "is tracefs mounted and does the kernel have this tracepoint?",
+            reason: brief(&source),
+        })?;
+    }
+
+    let target = cgroup.path.display().to_string();
+    // Single mode goes through bpf_link here: links from several appfw
+    // instances coexist, and each goes away with its owner.
+    let mode = CgroupAttachMode::Single;
+    for name in ["appfw_connect4", "appfw_connect6", "appfw_udp_sendmsg4", "appfw_udp_sendmsg6"] {
+        let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
+        let hint = "cgroup sock_addr hooks need Linux 5.7 and cgroup v2";
+        prog.load().map_err(|source| BpfError::LoadProgram { name, hint, reason: brief(&source) })?;
+        prog.attach(&cgroup.dir, mode).map_err(|source| BpfError::Attach {
+            name,
+            target: target.clone(),
+            hint,
+            reason: brief(&source),
+        })?;
+    }
+    {
+        let name = "appfw_sock_release";
+        let hint = "the cgroup sock_release hook needs Linux 5.9";
+        let prog: &mut CgroupSock = program(&mut ebpf, name)?;
+        prog.load().map_err(|source| BpfError::LoadProgram { name, hint, reason: brief(&source) })?;
+        prog.attach(&cgroup.dir, mode).map_err(|source| BpfError::Attach {
+            name,
+            target: target.clone(),
+            hint,
+            reason: brief(&source),
+        })?;
+    }
+    {
+        let name = "appfw_tcp_connect";
+        let hint = "sock_ops with netns cookies needs Linux 5.15";
+        let prog: &mut SockOps = program(&mut ebpf, name)?;
+        prog.load().map_err(|source| BpfError::LoadProgram { name, hint, reason: brief(&source) })?;
+        prog.attach(&cgroup.dir, mode).map_err(|source| BpfError::Attach {
+            name,
+            target: target.clone(),
+            hint,
+            reason: brief(&source),
+        })?;
+    }
+
+    let maps = Maps {
+        flows: take_map(&mut ebpf, names::FLOWS)?,
+        sockets: take_map(&mut ebpf, names::SOCKETS)?,
+        proc_start: take_map(&mut ebpf, names::PROC_START)?,
+        procs: take_map(&mut ebpf, names::PROCS)?,
+    };
+    let counters = take_map(&mut ebpf, names::COUNTERS)?;
+    let events = if opts.events {
+        Some(take_map(&mut ebpf, names::EVENTS)?)
+    } else {
+        None
+    };
+    Ok((
+        maps,
+        Programs {
+            _ebpf: ebpf,
+            cgroup: cgroup.path,
+            counters,
+        },
+        events,
+    ))
+}
+
+impl Programs {
+    /// The kernel-side counters, summed over CPUs, with their names.
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        counter::NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let sum = self
+                    .counters
+                    .get(&(i as u32), 0)
+                    .map(|per_cpu| per_cpu.iter().sum())
+                    .unwrap_or(0);
+                (*name, sum)
+            })
+            .collect()
+    }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, BpfError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let prog = ebpf.program_mut(name).ok_or(BpfError::ProgramMissing(name))?;
+    prog.try_into().map_err(|source| BpfError::LoadProgram {
+        name,
+        hint: "the object's program has an unexpected type; rebuild with `cargo xtask build`",
+        reason: brief(&source),
+    })
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, BpfError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(BpfError::MapMissing(name))?;
+    T::try_from(map).map_err(|source| BpfError::Map { name, source })
+}
+
+/// A verifier log runs to thousands of lines; the first line and the last
+/// few (where the verifier says what it rejected) are what a person needs.
+fn brief(e: &ProgramError) -> String {
+    let text = e.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() <= 12 {
+        return text;
+    }
+    let mut out = lines[0].to_owned();
+    out.push_str("\n  ...\n");
+    out.push_str(&lines[lines.len() - 8..].join("\n"));
+    out
+}

@@ -1,0 +1,415 @@
+//! The configuration file (TOML).
+//!
+//! ```toml
+//! [global]
+//! queue-num = 0
+//! whitelist = ["/usr/sbin/sshd", "nc 198.51.100.2"]
+//! blacklist = ["/usr/bin/wget"]
+//! action = "drop"      # or "reject"
+//! unknown = "accept"   # or "drop"; default: drop in whitelist mode
+//! fail = "open"        # or "closed"
+//! ```
+//!
+//! Parsing is split from I/O ([`parse_str`]) so tests feed strings. Every
+//! error names the file, the line and the key, and says what is expected.
+
+use std::{
+    fmt, fs,
+    io,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+use thiserror::Error;
+use toml::Spanned;
+
+use crate::cli::DEFAULT_CONFIG;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("configuration file {path} does not exist (given with -c/--config)")]
+    NotFound { path: String },
+    #[error("reading configuration file {path} failed: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}:{line}: key `{key}`: {message}")]
+    Invalid {
+        path: String,
+        line: usize,
+        key: String,
+        message: String,
+    },
+    #[error("refusing configuration file {path}: it is {why}, so others could change the firewall. Fix: chown root:root {path} && chmod go-w {path}")]
+    Insecure { path: String, why: String },
+}
+
+/// What to do with a blocked flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Discard silently: the program waits until its own timeout.
+    #[default]
+    Drop,
+    /// Refuse: TCP reset or ICMP port unreachable; the program fails at once.
+    Reject,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::Drop => "DROP",
+            Action::Reject => "REJECT",
+        })
+    }
+}
+
+/// What to do with a flow whose program could not be found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unknown {
+    Accept,
+    Drop,
+}
+
+/// What happens to traffic while no appfw listens on the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Fail {
+    /// Traffic flows (`--queue-bypass`).
+    #[default]
+    Open,
+    /// Traffic is dropped until appfw runs again.
+    Closed,
+}
+
+/// One whitelist or blacklist entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// An absolute executable path, as written and with symlinks resolved
+    /// (`/bin/nc.openbsd` is `/usr/bin/nc.openbsd` on merged-/usr systems,
+    /// and that is what the kernel reports).
+    Exe { path: String, resolved: Option<String> },
+    /// A command prefix: the process's first command-line words. The first
+    /// word matches argv[0] or its last path component.
+    Command { words: Vec<String> },
+}
+
+impl Entry {
+    /// Parses an entry; `Err` says what is wrong.
+    pub fn parse(text: &str) -> Result<Entry, String> {
+        let words: Vec<String> = text.split_whitespace().map(str::to_owned).collect();
+        let Some(first) = words.first() else {
+            return Err("an empty entry; expected an absolute path or a command such as \"nc 198.51.100.2\"".into());
+        };
+        if first.contains('/') && !first.starts_with('/') {
+            return Err(format!(
+                "\"{first}\" is a relative path; expected an absolute path such as \"/usr/bin/{}\"",
+                first.rsplit('/').next().unwrap_or(first)
+            ));
+        }
+        if words.len() == 1 && first.starts_with('/') {
+            let resolved = fs::canonicalize(first)
+                .ok()
+                .and_then(|p| p.to_str().map(str::to_owned))
+                .filter(|r| r != first);
+            return Ok(Entry::Exe {
+                path: first.clone(),
+                resolved,
+            });
+        }
+        Ok(Entry::Command { words })
+    }
+}
+
+impl fmt::Display for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Entry::Exe { path, .. } => f.write_str(path),
+            Entry::Command { words } => f.write_str(&words.join(" ")),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The file it came from (`None`: built-in defaults).
+    pub path: Option<PathBuf>,
+    pub queue_num: u16,
+    pub whitelist: Vec<Entry>,
+    pub blacklist: Vec<Entry>,
+    pub action: Action,
+    /// `None`: drop in whitelist mode, accept otherwise.
+    pub unknown: Option<Unknown>,
+    pub fail: Fail,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            path: None,
+            queue_num: 0,
+            whitelist: Vec::new(),
+            blacklist: Vec::new(),
+            action: Action::Drop,
+            unknown: None,
+            fail: Fail::Open,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    global: Option<RawGlobal>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawGlobal {
+    queue_num: Option<u16>,
+    whitelist: Option<Vec<Spanned<String>>>,
+    blacklist: Option<Vec<Spanned<String>>>,
+    action: Option<Action>,
+    unknown: Option<Unknown>,
+    fail: Option<Fail>,
+}
+
+/// Loads `path`, or the default file; a missing default file gives the
+/// built-in defaults, a missing explicit file is an error.
+pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    let (path, explicit) = match path {
+        Some(p) => (p.to_path_buf(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG), false),
+    };
+    let shown = path.display().to_string();
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !explicit => return Ok(Config::default()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ConfigError::NotFound { path: shown }),
+        Err(source) => return Err(ConfigError::Read { path: shown, source }),
+    };
+    let mut config = parse_str(&text, &shown)?;
+    config.path = Some(path);
+    Ok(config)
+}
+
+/// Refuses a file that anyone but root can write (owner, group or other
+/// write permission for non-root).
+pub fn check_permissions(path: &Path) -> Result<(), ConfigError> {
+    let shown = path.display().to_string();
+    let meta = fs::metadata(path).map_err(|source| ConfigError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let mode = meta.mode();
+    let why = if meta.uid() != 0 {
+        Some(format!("owned by uid {}", meta.uid()))
+    } else if mode & 0o002 != 0 {
+        Some("writable by every user".to_owned())
+    } else if mode & 0o020 != 0 && meta.gid() != 0 {
+        Some(format!("writable by group {}", meta.gid()))
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(ConfigError::Insecure { path: shown, why }),
+        None => Ok(()),
+    }
+}
+
+/// Parses configuration text; `origin` names it in errors.
+pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    let raw: RawFile = toml::from_str(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        let (line, key) = locate(text, span.start);
+        // toml's message can span lines (it quotes the source); keep the
+        // first, which is the diagnosis.
+        let message = e.message().lines().next().unwrap_or("invalid TOML").trim().to_owned();
+        ConfigError::Invalid {
+            path: origin.to_owned(),
+            line,
+            key,
+            message: explain(&message),
+        }
+    })?;
+    let g = raw.global.unwrap_or_default();
+    let entries = |list: Option<Vec<Spanned<String>>>, key: &str| -> Result<Vec<Entry>, ConfigError> {
+        list.unwrap_or_default()
+            .into_iter()
+            .map(|s| {
+                Entry::parse(s.get_ref()).map_err(|message| ConfigError::Invalid {
+                    path: origin.to_owned(),
+                    line: line_of(text, s.span().start),
+                    key: format!("global.{key}"),
+                    message,
+                })
+            })
+            .collect()
+    };
+    Ok(Config {
+        path: None,
+        queue_num: g.queue_num.unwrap_or(0),
+        whitelist: entries(g.whitelist, "whitelist")?,
+        blacklist: entries(g.blacklist, "blacklist")?,
+        action: g.action.unwrap_or_default(),
+        unknown: g.unknown,
+        fail: g.fail.unwrap_or_default(),
+    })
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The line of `offset` and the dotted key being defined there: the key on
+/// that line, or on the nearest line above it that has one (a value inside
+/// a multi-line array), prefixed with its table.
+fn locate(text: &str, offset: usize) -> (usize, String) {
+    let line = line_of(text, offset);
+    let lines: Vec<&str> = text.lines().collect();
+    let mut key = String::new();
+    let mut table = String::new();
+    for l in lines.iter().take(line).rev() {
+        let t = l.trim();
+        if key.is_empty() {
+            if let Some((k, _)) = t.split_once('=') {
+                key = k.trim().trim_matches('"').to_owned();
+                continue;
+            }
+        }
+        if t.starts_with('[') {
+            table = t.trim_matches(|c| c == '[' || c == ']').trim().to_owned();
+            if key.is_empty() {
+                key = table.clone();
+                table.clear();
+            }
+            break;
+        }
+    }
+    // An unknown key is reported at the key itself.
+    if key.is_empty() {
+        key = text[offset.min(text.len())..].split(['=', '\n']).next().unwrap_or("").trim().to_owned();
+    }
+    let full = match (table.is_empty(), key.is_empty()) {
+        (_, true) => "(top level)".to_owned(),
+        (true, false) => key,
+        (false, false) => format!("{table}.{key}"),
+    };
+    (line, full)
+}
+
+/// toml/serde messages name Rust types; say it in the file's terms.
+fn explain(message: &str) -> String {
+    message
+        .replace("expected u16", "expected a queue number from 0 to 65535")
+        .replace("a sequence", "a list of strings such as [\"/usr/bin/curl\"]")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> (usize, String, String) {
+        match parse_str(text, "test.toml") {
+            Err(ConfigError::Invalid { line, key, message, .. }) => (line, key, message),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn example_configuration_parses() {
+        let text = include_str!("../../config/appfw.toml");
+        let c = parse_str(text, "config/appfw.toml").unwrap();
+        assert_eq!(c.queue_num, 0);
+        assert!(c.whitelist.iter().any(|e| e.to_string() == "/usr/sbin/sshd"));
+        assert!(c.blacklist.iter().any(|e| e.to_string() == "/usr/bin/wget"));
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = parse_str("", "x").unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn all_keys() {
+        let c = parse_str(
+            "[global]\nqueue-num = 7\naction = \"reject\"\nunknown = \"drop\"\nfail = \"closed\"\nwhitelist = [\"nc 198.51.100.2\"]\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(c.queue_num, 7);
+        assert_eq!(c.action, Action::Reject);
+        assert_eq!(c.unknown, Some(Unknown::Drop));
+        assert_eq!(c.fail, Fail::Closed);
+        assert_eq!(c.whitelist, vec![Entry::Command { words: vec!["nc".into(), "198.51.100.2".into()] }]);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let (line, key, message) = err("[global]\nqueue-num = 1\nwhitlist = []\n");
+        assert_eq!(line, 3);
+        assert_eq!(key, "global.whitlist");
+        assert!(message.contains("unknown field"), "{message}");
+        assert!(message.contains("whitelist"), "should list valid keys: {message}");
+    }
+
+    #[test]
+    fn wrong_type_names_line_and_key() {
+        let (line, key, message) = err("[global]\nqueue-num = \"zero\"\n");
+        assert_eq!((line, key.as_str()), (2, "global.queue-num"));
+        assert!(message.contains("queue number"), "{message}");
+    }
+
+    #[test]
+    fn out_of_range_queue_number_is_refused() {
+        let (line, key, _) = err("[global]\nqueue-num = 70000\n");
+        assert_eq!((line, key.as_str()), (2, "global.queue-num"));
+    }
+
+    #[test]
+    fn relative_path_names_the_entry_line() {
+        let (line, key, message) = err("[global]\nblacklist = [\n  \"/usr/bin/wget\",\n  \"bin/nc\",\n]\n");
+        assert_eq!((line, key.as_str()), (4, "global.blacklist"));
+        assert!(message.contains("relative path"), "{message}");
+    }
+
+    #[test]
+    fn bad_enum_value_is_explained() {
+        let (line, key, message) = err("[global]\naction = \"deny\"\n");
+        assert_eq!((line, key.as_str()), (2, "global.action"));
+        assert!(message.contains("drop") && message.contains("reject"), "{message}");
+    }
+
+    #[test]
+    fn unknown_table_is_refused() {
+        let (line, key, _) = err("[globl]\nqueue-num = 1\n");
+        assert_eq!(line, 1);
+        assert_eq!(key, "globl");
+    }
+
+    #[test]
+    fn entries_resolve_symlinks() {
+        // /proc/self is a symlink on every Linux machine.
+        match Entry::parse("/proc/self").unwrap() {
+            Entry::Exe { resolved, .. } => assert!(resolved.is_some()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn explicit_missing_file_is_an_error_default_is_not() {
+        assert!(matches!(load(Some(Path::new("/nonexistent/appfw.toml"))), Err(ConfigError::NotFound { .. })));
+    }
+
+    #[test]
+    fn display_names_file_line_key() {
+        let e = parse_str("[global]\nfail = 3\n", "/etc/appfw/appfw.toml").unwrap_err();
+        let s = e.to_string();
+        assert!(s.starts_with("/etc/appfw/appfw.toml:2: key `global.fail`:"), "{s}");
+    }
+}

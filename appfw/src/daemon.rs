@@ -1,0 +1,292 @@
+//! The daemon: wiring, signals, reload, shutdown.
+//!
+//! Start: configuration -> (detach) -> eBPF programs -> queue -> rules ->
+//! queue and reporter threads. Stop (SIGINT/SIGTERM): rules out first, so
+//! no packet waits on a listener that is going away, then the threads, then
+//! the programs. SIGHUP reloads the configuration; a bad one is reported and
+//! the running one kept.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::{Context, Result};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::{
+    attribution::{self, Attributor},
+    bpf,
+    cli::{AttributionArg, RunArgs},
+    config::{self, Config, Fail},
+    policy::{Mode, Policy},
+    queue::{self, Command},
+    report::{self, Sinks},
+    rules::Rules,
+    system,
+};
+
+pub fn mode_of(args: &RunArgs) -> Mode {
+    if args.whitelist {
+        Mode::Whitelist
+    } else if args.blacklist {
+        Mode::Blacklist
+    } else {
+        Mode::Monitor
+    }
+}
+
+fn load_config(args: &RunArgs) -> Result<Config> {
+    let config = config::load(args.config.as_deref())?;
+    if let Some(path) = &config.path {
+        config::check_permissions(path)?;
+    }
+    Ok(config)
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    let mode = mode_of(&args);
+    let config = load_config(&args)?;
+    system::require_root()?;
+    if !args.no_rules {
+        crate::rules::check_tools()?;
+    }
+    let queue_num = args.queue_num.unwrap_or(config.queue_num);
+    // A daemon without -l or -t would report into the void.
+    let use_syslog = args.syslog || (args.daemon && args.trace_file.is_none());
+    let sinks = Sinks::open(!args.daemon, args.trace_file.as_deref(), use_syslog, args.debug && !args.daemon)?;
+
+    let ready = if args.daemon {
+        Some(detach::detach(&args.pid_file)?)
+    } else {
+        None
+    };
+    init_logging(&args);
+    let result = serve(&args, mode, config, queue_num, sinks, ready.as_ref());
+    if let Some(ready) = ready {
+        match &result {
+            Ok(()) => {}
+            Err(e) => ready.failed(&format!("{e:#}")),
+        }
+        let _ = std::fs::remove_file(&args.pid_file);
+    }
+    result
+}
+
+fn serve(
+    args: &RunArgs,
+    mode: Mode,
+    config: Config,
+    queue_num: u16,
+    sinks: Sinks,
+    ready: Option<&detach::Ready>,
+) -> Result<()> {
+    let netns = system::netns_cookie()?;
+    let (maps, programs, _) = bpf::load(bpf::Options { netns, events: false })?;
+    let fail_open = config.fail == Fail::Open;
+    let bound = queue::bind(queue_num, fail_open)?;
+    let rules = if args.no_rules {
+        None
+    } else {
+        Some(Rules::install(queue_num, fail_open)?)
+    };
+    let (reports, reporter) = report::spawn(sinks).context("starting the reporter thread")?;
+    let attribution_mode = match args.attribution {
+        AttributionArg::Ebpf => attribution::Mode::Ebpf,
+        AttributionArg::Procfs => attribution::Mode::ProcfsOnly,
+    };
+    let policy = Arc::new(Policy::new(mode, &config));
+    let handle = queue::spawn(
+        bound,
+        queue::Setup {
+            netns,
+            attributor: Attributor::new(maps, attribution_mode),
+            policy,
+            reports,
+            stats_every: args.debug.then_some(Duration::from_secs(10)),
+        },
+    )
+    .context("starting the queue thread")?;
+
+    log::info!(
+        "appfw {} running: mode {}, queue {}, {} (cgroup {}), config {}",
+        env!("CARGO_PKG_VERSION"),
+        mode.name(),
+        queue_num,
+        match (&rules, fail_open) {
+            (None, _) => "rules left to the administrator (--no-rules)",
+            (Some(_), true) => "rules installed, fail open",
+            (Some(_), false) => "rules installed, fail closed",
+        },
+        programs.cgroup.display(),
+        config.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in defaults".into()),
+    );
+    if let Some(ready) = ready {
+        ready.ok();
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal runtime")?;
+    runtime.block_on(async {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => reload(args, mode, queue_num, &config, &handle.commands),
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .context("waiting for signals")?;
+
+    // Rules first: afterwards nothing new is queued.
+    if let Some(rules) = rules {
+        rules.remove()?;
+    }
+    let stats = handle.stop();
+    drop(programs);
+    // The queue thread held the last report sender; the reporter drains
+    // and ends.
+    let _ = reporter.join();
+    for line in stats.to_string().lines() {
+        log::info!("{line}");
+    }
+    Ok(())
+}
+
+fn reload(args: &RunArgs, mode: Mode, queue_num: u16, running: &Config, commands: &std::sync::mpsc::Sender<Command>) {
+    match load_config(args) {
+        Ok(new) => {
+            if args.queue_num.is_none() && new.queue_num != queue_num {
+                log::warn!("queue-num changed to {}: that takes a restart; still using queue {queue_num}", new.queue_num);
+            }
+            if new.fail != running.fail {
+                log::warn!("fail mode changed: that takes a restart");
+            }
+            let policy = Arc::new(Policy::new(mode, &new));
+            if commands.send(Command::SetPolicy(policy)).is_ok() {
+                log::info!(
+                    "configuration reloaded: {} whitelist and {} blacklist entries",
+                    new.whitelist.len(),
+                    new.blacklist.len()
+                );
+            }
+        }
+        Err(e) => log::error!("reloading the configuration failed, keeping the running one: {e:#}"),
+    }
+}
+
+fn init_logging(args: &RunArgs) {
+    let level = if args.debug { log::LevelFilter::Debug } else { log::LevelFilter::Info };
+    if args.daemon {
+        if let Ok(logger) = report::open_syslog() {
+            if log::set_boxed_logger(Box::new(syslog::BasicLogger::new(logger))).is_ok() {
+                log::set_max_level(level);
+            }
+        }
+        return;
+    }
+    let _ = env_logger::Builder::new()
+        .filter_level(level)
+        .format_timestamp(None)
+        .format_target(false)
+        .try_init();
+}
+
+/// Detaching from the terminal: fork, setsid, fork, chdir /, stdio to
+/// /dev/null, pid file. The first parent waits on a pipe until the daemon
+/// reports that it runs (or why it could not start) and exits accordingly,
+/// so `appfw -d` fails visibly, as an init system expects. Written out here
+/// because no maintained daemonizing crate offers that readiness handshake.
+mod detach {
+    use std::{
+        fs::{File, OpenOptions},
+        io::{Read, Write},
+        os::{fd::FromRawFd, unix::fs::OpenOptionsExt},
+        path::Path,
+    };
+
+    use anyhow::{bail, Context, Result};
+
+    pub struct Ready {
+        pipe: std::cell::RefCell<Option<File>>,
+    }
+
+    impl Ready {
+        pub fn ok(&self) {
+            if let Some(mut f) = self.pipe.borrow_mut().take() {
+                let _ = f.write_all(b"\0");
+            }
+        }
+
+        pub fn failed(&self, why: &str) {
+            if let Some(mut f) = self.pipe.borrow_mut().take() {
+                let _ = f.write_all(why.as_bytes());
+            }
+        }
+    }
+
+    pub fn detach(pid_file: &Path) -> Result<Ready> {
+        let mut fds = [0; 2];
+        // SAFETY: valid array for pipe2.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            bail!("creating a pipe failed: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: fds are fresh and owned by us from here on.
+        let (mut rd, wr) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+        // SAFETY: single-threaded at this point (no runtime, no threads yet).
+        match unsafe { libc::fork() } {
+            -1 => bail!("fork failed: {}", std::io::Error::last_os_error()),
+            0 => {}
+            _ => {
+                drop(wr);
+                let mut msg = Vec::new();
+                let _ = rd.read_to_end(&mut msg);
+                match msg.as_slice() {
+                    [0] => std::process::exit(0),
+                    [] => {
+                        eprintln!("appfw: the daemon exited before it was ready");
+                        std::process::exit(1)
+                    }
+                    why => {
+                        eprintln!("appfw: {}", String::from_utf8_lossy(why));
+                        std::process::exit(1)
+                    }
+                }
+            }
+        }
+        drop(rd);
+        // SAFETY: plain syscalls in the child.
+        unsafe {
+            if libc::setsid() < 0 {
+                bail!("setsid failed: {}", std::io::Error::last_os_error());
+            }
+            match libc::fork() {
+                -1 => bail!("fork failed: {}", std::io::Error::last_os_error()),
+                0 => {}
+                _ => libc::_exit(0),
+            }
+            libc::umask(0o022);
+        }
+        std::env::set_current_dir("/").context("chdir /")?;
+        let null = OpenOptions::new().read(true).write(true).open("/dev/null").context("opening /dev/null")?;
+        for fd in 0..3 {
+            use std::os::fd::AsRawFd;
+            // SAFETY: both descriptors are valid.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+        let mut f = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(pid_file)
+            .with_context(|| format!("writing pid file {}", pid_file.display()))?;
+        writeln!(f, "{}", std::process::id())?;
+        Ok(Ready {
+            pipe: std::cell::RefCell::new(Some(wr)),
+        })
+    }
+}

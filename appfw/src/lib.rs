@@ -1,0 +1,31 @@
+//! appfw: a per-application outbound firewall.
+//!
+//! A packet's way through the daemon, module by module:
+//!
+//! ```text
+//! kernel hook (appfw-ebpf) -> BPF map ........ bpf.rs loads and attaches
+//! NFQUEUE -> FlowKey ........................... queue.rs, packet.rs
+//! FlowKey -> owner (pid, exe, cmdline) ......... attribution/
+//! owner -> decision ............................ policy.rs
+//! decision -> verdict .......................... queue.rs
+//! verdict -> report line ....................... report.rs (log, trace file, syslog)
+//! ```
+//!
+//! `daemon.rs` wires these together; `rules.rs` owns the netfilter rules
+//! that send packets to the queue; `trace.rs` is `appfw trace`, which uses
+//! the same attribution without a queue.
+
+pub mod attribution;
+pub mod bpf;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod escape;
+pub mod packet;
+pub mod policy;
+pub mod queue;
+pub mod report;
+pub mod rules;
+pub mod stats;
+pub mod system;
+pub mod trace;

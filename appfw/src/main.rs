@@ -1,0 +1,25 @@
+//! Turns `run()`'s result into an exit code; nothing else.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use appfw::{
+    cli::{Cli, Command},
+    daemon, trace,
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Trace(args)) => trace::run(args),
+        None => daemon::run(cli.run),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("appfw: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

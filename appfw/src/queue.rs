@@ -1,0 +1,248 @@
+//! The hot path, on its own thread: NFQUEUE -> FlowKey -> owner -> policy
+//! -> verdict -> report event.
+//!
+//! Per packet, in the common case (owner in the eBPF map, process seen
+//! before): one or two map-lookup syscalls, a hash lookup, the policy, the
+//! verdict, a channel send. No allocation, no /proc read, no lock.
+//!
+//! nfq's queue has no file descriptor to poll, so the thread blocks in
+//! recv(); [`QueueHandle::stop`] interrupts it with a signal.
+
+use std::{
+    io,
+    os::unix::thread::JoinHandleExt,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use nfq::Verdict as NfVerdict;
+use thiserror::Error;
+
+use crate::{
+    attribution::{Attributor, OwnerStore},
+    config::Action,
+    packet,
+    policy::{Policy, Verdict},
+    report::Event,
+    rules::REJECT_MARK,
+    stats::QueueStats,
+};
+
+/// Bytes of each packet copied to userspace: enough for the IPv6 header
+/// and a TCP header with options.
+const COPY_RANGE: u16 = 128;
+/// Packets the kernel holds for appfw before the fail mode applies.
+const QUEUE_MAX_LEN: u32 = 4096;
+
+#[derive(Debug, Error)]
+pub enum QueueError {
+    #[error("opening the netfilter queue socket failed: {0}. appfw needs CAP_NET_ADMIN and nfnetlink_queue (modprobe nfnetlink_queue)")]
+    Open(#[source] io::Error),
+    #[error("binding NFQUEUE {queue} failed: {source}. {hint}")]
+    Bind {
+        queue: u16,
+        hint: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("configuring NFQUEUE {queue} failed: {source}")]
+    Configure {
+        queue: u16,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A bound queue, not yet read.
+pub struct BoundQueue {
+    queue: nfq::Queue,
+    num: u16,
+}
+
+/// Binds queue `num`. `fail_open`: accept rather than drop when appfw
+/// falls behind and the kernel's queue is full.
+pub fn bind(num: u16, fail_open: bool) -> Result<BoundQueue, QueueError> {
+    let mut queue = nfq::Queue::open().map_err(QueueError::Open)?;
+    queue.bind(num).map_err(|source| {
+        let hint = match source.raw_os_error() {
+            Some(libc::EBUSY) | Some(libc::EEXIST) => "another program (another appfw?) listens on this queue; choose another with --queue-num",
+            Some(libc::EPERM) => "appfw needs CAP_NET_ADMIN (run it as root)",
+            _ => "is nfnetlink_queue available (modprobe nfnetlink_queue)?",
+        };
+        QueueError::Bind { queue: num, hint, source }
+    })?;
+    let configure = |source| QueueError::Configure { queue: num, source };
+    queue.set_copy_range(num, COPY_RANGE).map_err(configure)?;
+    queue.set_fail_open(num, fail_open).map_err(configure)?;
+    queue.set_queue_max_len(num, QUEUE_MAX_LEN).map_err(configure)?;
+    Ok(BoundQueue { queue, num })
+}
+
+/// Commands to the queue thread (checked between packets).
+pub enum Command {
+    SetPolicy(Arc<Policy>),
+}
+
+pub struct QueueHandle {
+    pub commands: mpsc::Sender<Command>,
+    stop: Arc<AtomicBool>,
+    thread: thread::JoinHandle<QueueStats>,
+}
+
+/// What the queue thread works with.
+pub struct Setup<S> {
+    pub netns: u64,
+    pub attributor: Attributor<S>,
+    pub policy: Arc<Policy>,
+    pub reports: mpsc::SyncSender<Event>,
+    /// Print a statistics summary on stderr this often (--debug).
+    pub stats_every: Option<Duration>,
+}
+
+pub fn spawn<S: OwnerStore + Send + 'static>(queue: BoundQueue, setup: Setup<S>) -> io::Result<QueueHandle> {
+    install_wakeup_handler()?;
+    let (tx, rx) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let thread = thread::Builder::new()
+        .name("appfw-queue".into())
+        .spawn(move || run(queue, setup, rx, &stop2))?;
+    Ok(QueueHandle {
+        commands: tx,
+        stop,
+        thread,
+    })
+}
+
+impl QueueHandle {
+    /// Stops the thread and returns its statistics.
+    pub fn stop(self) -> QueueStats {
+        self.stop.store(true, Ordering::SeqCst);
+        let pthread = self.thread.as_pthread_t();
+        // The signal may land just before the thread enters recv(); repeat
+        // until it has noticed.
+        while !self.thread.is_finished() {
+            // SAFETY: the thread has not been joined, so its pthread_t is valid.
+            unsafe { libc::pthread_kill(pthread, WAKEUP_SIGNAL) };
+            thread::sleep(Duration::from_millis(20));
+        }
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+const WAKEUP_SIGNAL: libc::c_int = libc::SIGUSR1;
+
+extern "C" fn wakeup(_: libc::c_int) {}
+
+/// A handler without SA_RESTART, so that a blocked recv() returns EINTR.
+fn install_wakeup_handler() -> io::Result<()> {
+    // SAFETY: a zeroed sigaction with a valid handler and empty mask.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = wakeup as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        sa.sa_flags = 0;
+        if libc::sigaction(WAKEUP_SIGNAL, &sa, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn run<S: OwnerStore>(bound: BoundQueue, mut setup: Setup<S>, commands: mpsc::Receiver<Command>, stop: &AtomicBool) -> QueueStats {
+    let BoundQueue { mut queue, num } = bound;
+    let mut stats = QueueStats::default();
+    let mut last_stats = Instant::now();
+    loop {
+        let mut msg = match queue.recv() {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                continue;
+            }
+            Err(e) => {
+                // ENOBUFS and friends: the kernel applies the fail mode to
+                // what it could not deliver; keep serving the rest.
+                stats.recv_errors += 1;
+                if stats.recv_errors.is_power_of_two() {
+                    log::warn!("reading NFQUEUE {num} failed ({} times so far): {e}", stats.recv_errors);
+                }
+                if e.raw_os_error() != Some(libc::ENOBUFS) {
+                    // Not a burst but a broken socket: do not spin.
+                    thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+        };
+        let start = Instant::now();
+        while let Ok(Command::SetPolicy(p)) = commands.try_recv() {
+            setup.policy = p;
+        }
+        stats.packets += 1;
+
+        let event = match packet::flow_key(msg.get_payload(), setup.netns) {
+            Some(key) => {
+                let a = setup.attributor.attribute(&key);
+                let decision = setup.policy.decide(a.process.as_deref());
+                Some(Event {
+                    key,
+                    source: a.source,
+                    process: a.process,
+                    decision,
+                    latency_ns: 0,
+                })
+            }
+            None => {
+                stats.unparsed += 1;
+                None
+            }
+        };
+        let verdict = event.as_ref().map(|e| e.decision.verdict).unwrap_or(Verdict::Accept);
+        match verdict {
+            Verdict::Accept => {
+                stats.accepted += 1;
+                msg.set_verdict(NfVerdict::Accept);
+            }
+            Verdict::Block(Action::Drop) => {
+                stats.blocked += 1;
+                msg.set_verdict(NfVerdict::Drop);
+            }
+            Verdict::Block(Action::Reject) => {
+                // Back through OUTPUT, where appfw's mark rule rejects it.
+                stats.blocked += 1;
+                msg.set_nfmark(REJECT_MARK);
+                msg.set_verdict(NfVerdict::Repeat);
+            }
+        }
+        if let Err(e) = queue.verdict(msg) {
+            stats.verdict_errors += 1;
+            if stats.verdict_errors.is_power_of_two() {
+                log::warn!("sending a verdict to NFQUEUE {num} failed ({} times so far): {e}", stats.verdict_errors);
+            }
+        }
+        let elapsed = start.elapsed().as_nanos() as u64;
+        stats.latency.saturating_record(elapsed.max(1));
+
+        if let Some(mut ev) = event {
+            ev.latency_ns = elapsed;
+            if setup.reports.try_send(ev).is_err() {
+                stats.reports_dropped += 1;
+            }
+        }
+        if let Some(every) = setup.stats_every {
+            if last_stats.elapsed() >= every {
+                stats.attribution = setup.attributor.counts();
+                eprintln!("appfw: {stats}");
+                last_stats = Instant::now();
+            }
+        }
+    }
+    stats.attribution = setup.attributor.counts();
+    stats
+}

@@ -1,0 +1,340 @@
+//! Turning verdicts into the lines users read, and writing them.
+//!
+//! The queue thread sends one [`Event`] per verdict through a bounded
+//! channel (no allocation, no blocking: when full, the report is counted
+//! as lost, the verdict never is). The reporter thread formats lines and
+//! writes them to stdout, the trace file (-t) and syslog (-l).
+
+use std::{
+    collections::HashSet,
+    fs::{File, OpenOptions},
+    io::{self, Write},
+    net::IpAddr,
+    os::unix::fs::OpenOptionsExt,
+    path::Path,
+    sync::{mpsc, Arc},
+    thread,
+};
+
+use appfw_common::{
+    flow::{PROTO_TCP, PROTO_UDP},
+    FlowKey,
+};
+use thiserror::Error;
+
+use crate::{
+    attribution::{procfs::endpoints, Process, Source},
+    escape::escape,
+    policy::{Decision, Reason, Verdict},
+};
+
+/// One verdict, as the queue thread saw it.
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub key: FlowKey,
+    pub source: Source,
+    pub process: Option<Arc<Process>>,
+    pub decision: Decision,
+    pub latency_ns: u64,
+}
+
+#[derive(Debug, Error)]
+pub enum ReportError {
+    #[error("opening trace file {path} failed: {source}")]
+    TraceFile {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("connecting to syslog failed: {0}. Is a syslog daemon or journald listening on /dev/log?")]
+    Syslog(String),
+}
+
+pub fn proto_name(proto: u8) -> &'static str {
+    match proto {
+        PROTO_TCP => "tcp",
+        PROTO_UDP => "udp",
+        _ => "ip",
+    }
+}
+
+/// `('tcp', '198.51.100.1', 43400, '198.51.100.2', 631)`, as the old tool
+/// printed Python tuples; IPv6 in its normal text form.
+pub fn tuple(key: &FlowKey) -> String {
+    let (l, r) = endpoints(key);
+    format!(
+        "('{}', '{}', {}, '{}', {})",
+        proto_name(key.proto),
+        ip_text(l.ip()),
+        l.port(),
+        ip_text(r.ip()),
+        r.port()
+    )
+}
+
+fn ip_text(ip: IpAddr) -> String {
+    ip.to_string()
+}
+
+/// Words of the command line shown after "or".
+const COMMAND_WORDS: usize = 2;
+
+/// `'/bin/nc.openbsd' (or 'nc 192.168.58.1')`.
+pub fn who(p: &Process) -> String {
+    let exe = p.exe.as_deref().unwrap_or("?");
+    format!("'{}' (or '{}')", escape(exe), escape(&p.command(COMMAND_WORDS)))
+}
+
+fn action_text(v: Verdict) -> String {
+    match v {
+        Verdict::Accept => "ACCEPT".into(),
+        Verdict::Block(a) => a.to_string(),
+    }
+}
+
+/// The report line for a verdict, if it is one users are shown: every
+/// block, every unknown owner, and (monitor mode) every accept; the caller
+/// deduplicates monitor lines.
+pub fn line(ev: &Event) -> Option<String> {
+    let verdict = action_text(ev.decision.verdict);
+    let t = tuple(&ev.key);
+    let Some(p) = ev.process.as_deref() else {
+        return Some(format!("unknown program (no owner found) -> {verdict}. {t}"));
+    };
+    let who = who(p);
+    match ev.decision.reason {
+        Reason::InBlacklist => Some(format!("{who} is in blacklist -> {verdict}. {t}")),
+        Reason::NotInWhitelist => Some(format!("{who} is not in whitelist -> {verdict}. {t}")),
+        Reason::Monitor => Some(format!(
+            "{who} pid={} ppid={} uid={} -> {verdict}. {t}",
+            p.pid, p.ppid, p.uid
+        )),
+        Reason::InWhitelist | Reason::NotInBlacklist | Reason::Unknown => None,
+    }
+}
+
+/// Per-packet detail for --debug.
+pub fn debug_line(ev: &Event) -> String {
+    let (exe, pid, cmd) = match ev.process.as_deref() {
+        Some(p) => (p.exe.clone().unwrap_or_else(|| "?".into()), p.pid, p.command_line()),
+        None => ("?".into(), 0, String::new()),
+    };
+    format!(
+        "packet {} source={} pid={} exe='{}' command='{}' reason={:?} verdict={} latency={:.1}us",
+        tuple(&ev.key),
+        ev.source.name(),
+        pid,
+        escape(&exe),
+        escape(&cmd),
+        ev.decision.reason,
+        action_text(ev.decision.verdict),
+        ev.latency_ns as f64 / 1000.0
+    )
+}
+
+/// Where report lines go.
+pub struct Sinks {
+    pub stdout: bool,
+    pub file: Option<File>,
+    pub syslog: Option<syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>>,
+    pub debug: bool,
+}
+
+impl Sinks {
+    pub fn open(stdout: bool, trace_file: Option<&Path>, use_syslog: bool, debug: bool) -> Result<Sinks, ReportError> {
+        let file = match trace_file {
+            Some(path) => Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o640)
+                    .open(path)
+                    .map_err(|source| ReportError::TraceFile {
+                        path: path.display().to_string(),
+                        source,
+                    })?,
+            ),
+            None => None,
+        };
+        let syslog = if use_syslog { Some(open_syslog()?) } else { None };
+        Ok(Sinks {
+            stdout,
+            file,
+            syslog,
+            debug,
+        })
+    }
+
+    pub fn write(&mut self, line: &str, blocked: bool) {
+        if self.stdout {
+            let mut out = io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+        if let Some(f) = &mut self.file {
+            let _ = writeln!(f, "{} - {line}", timestamp());
+        }
+        if let Some(s) = &mut self.syslog {
+            let _ = if blocked { s.warning(line) } else { s.info(line) };
+        }
+    }
+}
+
+pub fn open_syslog() -> Result<syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>, ReportError> {
+    let formatter = syslog::Formatter3164 {
+        facility: syslog::Facility::LOG_DAEMON,
+        hostname: None,
+        process: "appfw".into(),
+        pid: std::process::id(),
+    };
+    syslog::unix(formatter).map_err(|e| ReportError::Syslog(e.to_string()))
+}
+
+/// `YYYY-MM-DD HH:MM:SS`, local time.
+pub fn timestamp() -> String {
+    // SAFETY: time and localtime_r with valid pointers; tm is plain data.
+    unsafe {
+        let now = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&now, &mut tm);
+        format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+            tm.tm_year + 1900,
+            tm.tm_mon + 1,
+            tm.tm_mday,
+            tm.tm_hour,
+            tm.tm_min,
+            tm.tm_sec
+        )
+    }
+}
+
+/// Capacity of the queue -> reporter channel.
+pub const CHANNEL_CAPACITY: usize = 4096;
+/// Monitor lines are shown once per (program, destination); the set is
+/// bounded and starts over when full.
+const SEEN_CAPACITY: usize = 65_536;
+
+/// Starts the reporter thread. It ends when every sender is dropped.
+pub fn spawn(mut sinks: Sinks) -> io::Result<(mpsc::SyncSender<Event>, thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::sync_channel::<Event>(CHANNEL_CAPACITY);
+    let handle = thread::Builder::new().name("appfw-report".into()).spawn(move || {
+        let mut seen: HashSet<(String, u8, [u8; 16], u16)> = HashSet::new();
+        for ev in rx {
+            if sinks.debug {
+                eprintln!("{}", debug_line(&ev));
+            }
+            if ev.decision.reason == Reason::Monitor {
+                let p = ev.process.as_deref();
+                let name = p.map(|p| p.exe.clone().unwrap_or_else(|| p.comm.clone())).unwrap_or_default();
+                if seen.len() >= SEEN_CAPACITY {
+                    seen.clear();
+                }
+                if !seen.insert((name, ev.key.proto, ev.key.daddr, ev.key.dport)) {
+                    continue;
+                }
+            }
+            if let Some(line) = line(&ev) {
+                sinks.write(&line, matches!(ev.decision.verdict, Verdict::Block(_)));
+            }
+        }
+    })?;
+    Ok((tx, handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{attribution::ProcessOrigin, config::Action};
+
+    fn nc() -> Arc<Process> {
+        Arc::new(Process {
+            pid: 4490,
+            ppid: 2817,
+            uid: 0,
+            exe: Some("/bin/nc.openbsd".into()),
+            args: vec!["nc".into(), "192.168.58.1".into(), "631".into()],
+            comm: "nc".into(),
+            origin: ProcessOrigin::Proc,
+        })
+    }
+
+    fn event(process: Option<Arc<Process>>, verdict: Verdict, reason: Reason, key: FlowKey) -> Event {
+        Event {
+            key,
+            source: Source::Ebpf,
+            process,
+            decision: Decision { verdict, reason },
+            latency_ns: 1000,
+        }
+    }
+
+    #[test]
+    fn whitelist_drop_line_is_the_old_format() {
+        let key = FlowKey::v4(1, PROTO_TCP, [192, 168, 1, 12], 43400, [192, 168, 58, 1], 631);
+        let ev = event(Some(nc()), Verdict::Block(Action::Drop), Reason::NotInWhitelist, key);
+        assert_eq!(
+            line(&ev).unwrap(),
+            "'/bin/nc.openbsd' (or 'nc 192.168.58.1') is not in whitelist -> DROP. ('tcp', '192.168.1.12', 43400, '192.168.58.1', 631)"
+        );
+    }
+
+    #[test]
+    fn blacklist_reject_line() {
+        let key = FlowKey::v4(1, PROTO_UDP, [198, 51, 100, 1], 5000, [198, 51, 100, 2], 53);
+        let ev = event(Some(nc()), Verdict::Block(Action::Reject), Reason::InBlacklist, key);
+        assert_eq!(
+            line(&ev).unwrap(),
+            "'/bin/nc.openbsd' (or 'nc 192.168.58.1') is in blacklist -> REJECT. ('udp', '198.51.100.1', 5000, '198.51.100.2', 53)"
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_in_normal_form() {
+        let s = "2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let d = "2001:db8::2".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let key = FlowKey::v6(1, PROTO_TCP, s, 40000, d, 80);
+        assert_eq!(tuple(&key), "('tcp', '2001:db8::1', 40000, '2001:db8::2', 80)");
+    }
+
+    #[test]
+    fn monitor_line_names_pid_and_ppid() {
+        let key = FlowKey::v4(1, PROTO_TCP, [198, 51, 100, 1], 1, [198, 51, 100, 2], 80);
+        let l = line(&event(Some(nc()), Verdict::Accept, Reason::Monitor, key)).unwrap();
+        assert!(l.contains("pid=4490 ppid=2817"), "{l}");
+        assert!(l.ends_with("-> ACCEPT. ('tcp', '198.51.100.1', 1, '198.51.100.2', 80)"), "{l}");
+    }
+
+    #[test]
+    fn unknown_owner_is_always_reported() {
+        let key = FlowKey::v4(1, PROTO_TCP, [198, 51, 100, 1], 1, [198, 51, 100, 2], 80);
+        let l = line(&event(None, Verdict::Accept, Reason::Unknown, key)).unwrap();
+        assert!(l.starts_with("unknown program"), "{l}");
+    }
+
+    #[test]
+    fn accepted_listed_programs_are_not_reported() {
+        let key = FlowKey::v4(1, PROTO_TCP, [198, 51, 100, 1], 1, [198, 51, 100, 2], 80);
+        assert!(line(&event(Some(nc()), Verdict::Accept, Reason::InWhitelist, key)).is_none());
+        assert!(line(&event(Some(nc()), Verdict::Accept, Reason::NotInBlacklist, key)).is_none());
+    }
+
+    #[test]
+    fn crafted_names_cannot_forge_lines() {
+        let mut p = (*nc()).clone();
+        p.exe = Some("/tmp/x' -> ACCEPT.\n'/usr/bin/ok".into());
+        p.args = vec!["evil\n2026-01-01 00:00:00 - '/usr/bin/ok'".into()];
+        let key = FlowKey::v4(1, PROTO_TCP, [198, 51, 100, 1], 1, [198, 51, 100, 2], 80);
+        let l = line(&event(Some(Arc::new(p)), Verdict::Block(Action::Drop), Reason::InBlacklist, key)).unwrap();
+        assert!(!l.contains('\n'));
+        assert!(l.starts_with("'/tmp/x\\' -> ACCEPT.\\n\\'/usr/bin/ok' (or 'evil\\n2026"), "{l}");
+    }
+
+    #[test]
+    fn timestamp_has_the_documented_shape() {
+        let t = timestamp();
+        assert_eq!(t.len(), 19, "{t}");
+        assert_eq!(&t[4..5], "-");
+        assert_eq!(&t[10..11], " ");
+    }
+}

@@ -1,0 +1,92 @@
+//! Counters and the receive-to-verdict latency histogram of the queue
+//! thread. Owned by that thread (no sharing, no locks); handed back when it
+//! stops, and summarised periodically with --debug.
+
+use std::fmt;
+
+use hdrhistogram::Histogram;
+
+use crate::attribution::{Counts, Source};
+
+pub struct QueueStats {
+    /// Receive-to-verdict time in nanoseconds.
+    pub latency: Histogram<u64>,
+    pub packets: u64,
+    pub accepted: u64,
+    pub blocked: u64,
+    /// Packets that were not TCP/UDP over IP (accepted untouched).
+    pub unparsed: u64,
+    pub recv_errors: u64,
+    pub verdict_errors: u64,
+    /// Report events lost because the reporter lagged (verdicts never are).
+    pub reports_dropped: u64,
+    pub attribution: Counts,
+}
+
+impl Default for QueueStats {
+    fn default() -> Self {
+        QueueStats {
+            // 1 ns .. 60 s at 3 significant digits: allocated once, here.
+            latency: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds"),
+            packets: 0,
+            accepted: 0,
+            blocked: 0,
+            unparsed: 0,
+            recv_errors: 0,
+            verdict_errors: 0,
+            reports_dropped: 0,
+            attribution: Counts::default(),
+        }
+    }
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+}
+
+impl QueueStats {
+    pub fn summary(&self) -> LatencySummary {
+        let h = &self.latency;
+        let us = |ns: u64| ns as f64 / 1000.0;
+        LatencySummary {
+            count: h.len(),
+            p50_us: us(h.value_at_quantile(0.50)),
+            p90_us: us(h.value_at_quantile(0.90)),
+            p99_us: us(h.value_at_quantile(0.99)),
+            p999_us: us(h.value_at_quantile(0.999)),
+            max_us: us(h.max()),
+        }
+    }
+}
+
+impl fmt::Display for LatencySummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "verdict latency over {} packets: p50 {:.1} us, p90 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us",
+            self.count, self.p50_us, self.p90_us, self.p99_us, self.p999_us, self.max_us
+        )
+    }
+}
+
+impl fmt::Display for QueueStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.summary())?;
+        write!(
+            f,
+            "packets {} (accepted {}, blocked {}, not tcp/udp {}), recv errors {}, verdict errors {}, reports dropped {}; attribution:",
+            self.packets, self.accepted, self.blocked, self.unparsed, self.recv_errors, self.verdict_errors, self.reports_dropped
+        )?;
+        for s in Source::ALL {
+            write!(f, " {} {}", s.name(), self.attribution.get(s))?;
+        }
+        Ok(())
+    }
+}

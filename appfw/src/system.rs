@@ -1,0 +1,172 @@
+//! What appfw needs from the machine before it can load anything: root,
+//! tracefs, a cgroup v2 hierarchy, the current network namespace's cookie.
+//!
+//! `ip netns exec NS appfw` gives appfw a private mount namespace with a
+//! fresh /sys in which neither tracefs nor cgroup2 is mounted, so appfw
+//! mounts what is missing itself; inside that private namespace the mounts
+//! vanish with the process.
+
+use std::{
+    ffi::CString,
+    io,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+};
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum SystemError {
+    #[error("appfw must run as root (it loads eBPF programs and manages netfilter rules); try: sudo appfw ...")]
+    NotRoot,
+    #[error("tracefs is not mounted and mounting it at {path} failed: {source}. Mount it by hand: mount -t tracefs tracefs {path}")]
+    MountTracefs { path: String, source: io::Error },
+    #[error("reading /proc/self/mountinfo failed: {0}")]
+    MountInfo(#[source] procfs::ProcError),
+    #[error("no cgroup v2 hierarchy is mounted and mounting one at {path} failed: {source}. This kernel may lack cgroup v2 (CONFIG_CGROUP_BPF); mount it by hand: mount -t cgroup2 none {path}")]
+    MountCgroup2 { path: String, source: io::Error },
+    #[error("opening the cgroup v2 root {path} failed: {source}")]
+    OpenCgroup { path: String, source: io::Error },
+    #[error("reading this network namespace's cookie (SO_NETNS_COOKIE) failed: {0}. appfw needs Linux 5.7 or newer")]
+    NetnsCookie(#[source] io::Error),
+}
+
+pub fn require_root() -> Result<(), SystemError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(SystemError::NotRoot);
+    }
+    Ok(())
+}
+
+/// Where tracefs is mounted, mounting it if needed. aya looks in these two
+/// places and caches the answer on first use, so this must run before any
+/// tracepoint is attached.
+pub fn ensure_tracefs() -> Result<(), SystemError> {
+    for dir in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
+        if dir_has_entries(Path::new(dir)) {
+            return Ok(());
+        }
+    }
+    let path = "/sys/kernel/tracing";
+    mount("tracefs", path, "tracefs").map_err(|source| SystemError::MountTracefs {
+        path: path.into(),
+        source,
+    })
+}
+
+/// A cgroup v2 root: the mount point and an open directory handle.
+pub struct Cgroup2 {
+    pub path: PathBuf,
+    pub dir: std::fs::File,
+}
+
+/// Finds the cgroup v2 hierarchy in /proc/self/mountinfo (it is at
+/// /sys/fs/cgroup on unified systems, /sys/fs/cgroup/unified on hybrid
+/// ones), or mounts one under /run/appfw.
+pub fn cgroup2_root() -> Result<Cgroup2, SystemError> {
+    let path = match find_cgroup2()? {
+        Some(p) => p,
+        None => {
+            let path = PathBuf::from("/run/appfw/cgroup2");
+            let err = |source| SystemError::MountCgroup2 {
+                path: path.display().to_string(),
+                source,
+            };
+            std::fs::create_dir_all(&path).map_err(err)?;
+            mount("cgroup2", path.to_str().unwrap_or_default(), "cgroup2").map_err(err)?;
+            path
+        }
+    };
+    let dir = std::fs::File::open(&path).map_err(|source| SystemError::OpenCgroup {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(Cgroup2 { path, dir })
+}
+
+fn find_cgroup2() -> Result<Option<PathBuf>, SystemError> {
+    let me = procfs::process::Process::myself().map_err(SystemError::MountInfo)?;
+    let infos = me.mountinfo().map_err(SystemError::MountInfo)?;
+    // A cgroup namespace or a bind mount shows a root other than "/": such a
+    // mount is not the root of the hierarchy, so programs attached there
+    // would miss processes outside it.
+    Ok(infos
+        .into_iter()
+        .find(|m| m.fs_type == "cgroup2" && m.root == "/")
+        .map(|m| m.mount_point))
+}
+
+fn dir_has_entries(path: &Path) -> bool {
+    std::fs::read_dir(path)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
+}
+
+fn mount(source: &str, target: &str, fstype: &str) -> io::Result<()> {
+    let c = |s: &str| CString::new(s).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e));
+    let (source, target, fstype) = (c(source)?, c(target)?, c(fstype)?);
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `SO_NETNS_COOKIE` (Linux 5.14 for getsockopt); not in every libc.
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
+/// The cookie of the network namespace this thread is in: the value the
+/// eBPF hooks put into every flow key.
+pub fn netns_cookie() -> Result<u64, SystemError> {
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0")
+        .or_else(|_| std::net::UdpSocket::bind("[::]:0"))
+        .map_err(SystemError::NetnsCookie)?;
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: valid fd and an out-buffer of the size passed.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(SystemError::NetnsCookie(io::Error::last_os_error()));
+    }
+    Ok(cookie)
+}
+
+/// Clock ticks per second, for /proc/PID/stat times.
+pub fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
+}
+
+/// `CLOCK_BOOTTIME` now, in ns: the clock of the eBPF records.
+pub fn boottime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

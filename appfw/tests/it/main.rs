@@ -1,0 +1,7 @@
+//! appfw's integration tests: real eBPF programs, real network namespaces,
+//! the real binary. They need root and fail (never skip) without it.
+//!
+//! One file per user-visible feature; `testbed` builds the network.
+
+mod attribution;
+mod testbed;

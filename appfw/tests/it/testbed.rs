@@ -1,0 +1,346 @@
+//! The test bed: a client and a server network namespace joined by a veth
+//! pair, on documentation addresses only, with small servers in the server
+//! namespace. Everything it creates is removed on drop, also when a test
+//! fails. It never touches the root namespace's netfilter rules.
+//!
+//! ```text
+//!  client ns: eth0 198.51.100.1/24 2001:db8::1/64 ==veth== eth0 198.51.100.2/24 2001:db8::2/64 :server ns
+//! ```
+
+use std::{
+    fs,
+    io::{BufRead, BufReader, Write},
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use appfw_common::{
+    flow::{PROTO_TCP, PROTO_UDP},
+    FlowKey,
+};
+use serde::Deserialize;
+
+pub const CLIENT_V4: &str = "198.51.100.1";
+pub const SERVER_V4: &str = "198.51.100.2";
+pub const CLIENT_V6: &str = "2001:db8::1";
+pub const SERVER_V6: &str = "2001:db8::2";
+pub const HTTP_PORT: u16 = 8080;
+pub const UDP_PORT: u16 = 5353;
+
+const CLIENT_PY: &str = include_str!("client.py");
+const SERVER_PY: &str = include_str!("server.py");
+
+/// Fails the test (does not skip it) when it cannot run here.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!(
+            "this test loads eBPF programs and creates network namespaces: it must run as root \
+             (sudo -E cargo xtask test)"
+        );
+    }
+}
+
+/// The appfw binary under test.
+pub fn appfw_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_appfw")
+}
+
+/// Debian's python3, not a pyenv shim: a real executable whose path the
+/// tests can predict.
+pub fn python() -> &'static str {
+    for p in ["/usr/bin/python3"] {
+        if Path::new(p).exists() {
+            return p;
+        }
+    }
+    panic!("/usr/bin/python3 is needed by the integration tests (apt-get install python3)");
+}
+
+/// What /proc/PID/exe shows for [`python`] (symlinks resolved).
+pub fn python_exe() -> String {
+    fs::canonicalize(python()).unwrap().to_string_lossy().into_owned()
+}
+
+pub fn curl() -> &'static str {
+    if Path::new("/usr/bin/curl").exists() {
+        return "/usr/bin/curl";
+    }
+    panic!("/usr/bin/curl is needed by the integration tests (apt-get install curl)");
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub struct Bed {
+    pub client: String,
+    pub server: String,
+    pub dir: PathBuf,
+    children: Vec<Child>,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("running ip (iproute2)");
+    assert!(
+        out.status.success(),
+        "ip {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Bed {
+    pub fn new() -> Bed {
+        require_root();
+        remove_stale();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("{}-{n}", std::process::id());
+        let client = format!("appfwt-{tag}-c");
+        let server = format!("appfwt-{tag}-s");
+        let dir = std::env::temp_dir().join(format!("appfwt-{tag}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let bed = Bed {
+            client,
+            server,
+            dir,
+            children: Vec::new(),
+        };
+        ip(&["netns", "add", &bed.client]);
+        ip(&["netns", "add", &bed.server]);
+        // Created inside the namespaces: no interface ever appears in the
+        // root namespace.
+        ip(&["-n", &bed.client, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &bed.server]);
+        for (ns, v4, v6) in [(&bed.client, CLIENT_V4, CLIENT_V6), (&bed.server, SERVER_V4, SERVER_V6)] {
+            ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", "eth0"]);
+            ip(&["-n", ns, "addr", "add", &format!("{v6}/64"), "dev", "eth0", "nodad"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+            ip(&["-n", ns, "link", "set", "eth0", "up"]);
+        }
+        bed
+    }
+
+    /// Starts the HTTP and UDP servers in the server namespace.
+    pub fn serve(&mut self) -> &mut Self {
+        let log = self.udp_log();
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.server, python(), "-c", SERVER_PY])
+            .arg(&log)
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("starting the test servers");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "test servers did not start");
+        self.children.push(child);
+        self
+    }
+
+    /// Datagrams the UDP server received.
+    pub fn udp_log(&self) -> PathBuf {
+        self.dir.join("udp.log")
+    }
+
+    pub fn udp_received(&self) -> String {
+        fs::read_to_string(self.udp_log()).unwrap_or_default()
+    }
+
+    /// A command run in the client namespace.
+    pub fn in_client(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.client, program]);
+        c
+    }
+
+    /// curl GET against the server; returns the output (check `status`).
+    pub fn curl(&self, host: &str, timeout_secs: f64) -> Output {
+        let url = if host.contains(':') {
+            format!("http://[{host}]:{HTTP_PORT}/")
+        } else {
+            format!("http://{host}:{HTTP_PORT}/")
+        };
+        self.in_client(curl())
+            .args(["-sS", "--max-time", &timeout_secs.to_string(), &url])
+            .output()
+            .expect("running curl")
+    }
+
+    /// python3 fetching the same URL as [`Bed::curl`].
+    pub fn python_get(&self, host: &str, timeout_secs: f64) -> Output {
+        let url = if host.contains(':') {
+            format!("http://[{host}]:{HTTP_PORT}/")
+        } else {
+            format!("http://{host}:{HTTP_PORT}/")
+        };
+        let script = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2])).read().decode().strip())";
+        self.in_client(python())
+            .args(["-c", script, &url, &timeout_secs.to_string()])
+            .output()
+            .expect("running python3")
+    }
+
+    /// Starts the client program in `mode` (see client.py) and waits for
+    /// its report.
+    pub fn client(&self, mode: &str, host: &str, port: u16) -> Client {
+        self.client_from(mode, host, port, None)
+    }
+
+    pub fn client_from(&self, mode: &str, host: &str, port: u16, sport: Option<u16>) -> Client {
+        let mut cmd = self.in_client(python());
+        cmd.args(["-c", CLIENT_PY, mode, host, &port.to_string()]);
+        if let Some(s) = sport {
+            cmd.arg(s.to_string());
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting the test client");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        let report: Report = serde_json::from_str(&line).unwrap_or_else(|e| panic!("client {mode} reported {line:?}: {e}"));
+        let stdin = child.stdin.take();
+        Client { child, stdin, report }
+    }
+
+    /// Runs `f` on a thread inside the client namespace (setns affects only
+    /// the calling thread, so the test's own threads stay where they are).
+    pub fn in_client_ns<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.client);
+        thread::scope(|s| {
+            s.spawn(|| {
+                let ns = fs::File::open(&path).unwrap();
+                // SAFETY: a valid namespace fd; only this thread moves.
+                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns into {path}: {}", std::io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        })
+    }
+
+    /// Keeps a process started in the bed; it is killed on drop.
+    pub fn adopt(&mut self, child: Child) {
+        self.children.push(child);
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.client]).output();
+        let _ = Command::new("ip").args(["netns", "del", &self.server]).output();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Removes namespaces that earlier runs of these tests left behind when
+/// they were killed; only those whose creating process no longer exists.
+fn remove_stale() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(rest) = name.strip_prefix("appfwt-") else { continue };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("ip").args(["netns", "del", name]).output();
+        }
+    }
+}
+
+/// What a client reported about its socket.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Report {
+    pub pid: u32,
+    pub netns: u64,
+    pub proto: String,
+    pub laddr: String,
+    pub lport: u16,
+    pub raddr: String,
+    pub rport: u16,
+    #[serde(default)]
+    pub parent: Option<u32>,
+}
+
+pub struct Client {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    pub report: Report,
+}
+
+impl Client {
+    /// The flow as a packet on the wire shows it: an unbound socket's
+    /// source is the client's address.
+    pub fn flow_key(&self) -> FlowKey {
+        let r = &self.report;
+        let proto = if r.proto == "tcp" { PROTO_TCP } else { PROTO_UDP };
+        let v6 = r.raddr.contains(':');
+        let local = match r.laddr.as_str() {
+            "0.0.0.0" | "::" => if v6 { CLIENT_V6 } else { CLIENT_V4 },
+            other => other,
+        };
+        if v6 {
+            let l: std::net::Ipv6Addr = local.parse().unwrap();
+            let d: std::net::Ipv6Addr = r.raddr.parse().unwrap();
+            FlowKey::v6(r.netns, proto, l.octets(), r.lport, d.octets(), r.rport)
+        } else {
+            let l: std::net::Ipv4Addr = local.parse().unwrap();
+            let d: std::net::Ipv4Addr = r.raddr.parse().unwrap();
+            FlowKey::v4(r.netns, proto, l.octets(), r.lport, d.octets(), r.rport)
+        }
+    }
+
+    /// Lets the client end and waits for it.
+    pub fn finish(mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+
+    /// Waits for a client that exits by itself.
+    pub fn wait_exit(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `f` returns Some, or panics after `timeout` with `what`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Writes a configuration file only root can write (appfw refuses others).
+pub fn write_config(dir: &Path, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("appfw.toml");
+    let mut f = fs::File::create(&path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}

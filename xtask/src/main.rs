@@ -1,0 +1,122 @@
+//! `cargo xtask`: building, running and testing appfw, including the parts
+//! cargo alone cannot do (the eBPF toolchain, root, system tools).
+
+mod bench;
+mod ebpf;
+mod system;
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "appfw's build, run and test tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build the eBPF programs (installs rust-src and bpf-linker if missing).
+    BuildEbpf,
+    /// Build the eBPF programs and the release `appfw` binary embedding them.
+    Build,
+    /// Build, then run `appfw ARGS` as root.
+    Run {
+        /// Arguments for appfw, after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The whole test suite: unit tests and the root integration tests that
+    /// load eBPF programs and use network namespaces.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Measure appfw against no firewall and a bare queue listener (root).
+    Bench(bench::Args),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::BuildEbpf => ebpf::build(),
+        Task::Build => build_release().map(|_| ()),
+        Task::Run { args } => run(args),
+        Task::Test { args } => test(args),
+        Task::Bench(args) => bench::run(args),
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
+}
+
+/// Runs a command, failing with its name when it fails.
+pub fn run_cmd(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+/// A `cargo` command for the stable toolchain, with variables the outer
+/// `cargo xtask` set removed so they do not leak into the inner build.
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root());
+    for key in ["RUSTC", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_ENCODED_RUSTFLAGS"] {
+        cmd.env_remove(key);
+    }
+    cmd
+}
+
+fn build_release() -> Result<PathBuf> {
+    ebpf::build()?;
+    run_cmd(cargo().args(["build", "--release", "--package", "appfw"]))?;
+    Ok(root().join("target/release/appfw"))
+}
+
+fn run(args: Vec<String>) -> Result<()> {
+    system::ensure_iptables(args.iter().any(|a| a == "--no-rules"))?;
+    let bin = build_release()?;
+    let mut cmd = if system::is_root() {
+        Command::new(&bin)
+    } else {
+        eprintln!("xtask: appfw needs root; running it through sudo -E");
+        let mut c = Command::new("sudo");
+        c.arg("-E").arg(&bin);
+        c
+    };
+    cmd.args(&args);
+    let status = cmd.status().with_context(|| format!("running {}", bin.display()))?;
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+fn test(args: Vec<String>) -> Result<()> {
+    if !system::is_root() {
+        bail!(
+            "the test suite loads eBPF programs and creates network namespaces, so it needs root; \
+             run it as root (sudo -E cargo xtask test). Unit tests alone: cargo test --workspace --lib"
+        );
+    }
+    system::ensure_iptables(false)?;
+    system::check_test_tools()?;
+    ebpf::build()?;
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace"]);
+    if !args.is_empty() {
+        cmd.arg("--").args(&args);
+    }
+    // The integration tests refuse to run without their prerequisites
+    // instead of skipping; this tells them the run is the full suite.
+    cmd.env("APPFW_FULL_SUITE", "1");
+    run_cmd(&mut cmd)
+}

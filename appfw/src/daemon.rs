@@ -188,8 +188,10 @@ fn init_logging(args: &RunArgs) {
         }
         return;
     }
+    // --debug is about appfw; aya's own debug output (relocations) is not.
     let _ = env_logger::Builder::new()
-        .filter_level(level)
+        .filter_level(log::LevelFilter::Info)
+        .filter_module("appfw", level)
         .format_timestamp(None)
         .format_target(false)
         .try_init();

@@ -214,15 +214,34 @@ pub const CHANNEL_CAPACITY: usize = 4096;
 /// Monitor lines are shown once per (program, destination); the set is
 /// bounded and starts over when full.
 const SEEN_CAPACITY: usize = 65_536;
+/// A blocked connection's retransmissions are judged again (each is a new
+/// packet) but reported once: the same flow and pid within this window.
+const REPEAT_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
+const RECENT_BLOCKS: usize = 1024;
 
 /// Starts the reporter thread. It ends when every sender is dropped.
 pub fn spawn(mut sinks: Sinks) -> io::Result<(mpsc::SyncSender<Event>, thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::sync_channel::<Event>(CHANNEL_CAPACITY);
     let handle = thread::Builder::new().name("appfw-report".into()).spawn(move || {
         let mut seen: HashSet<(String, u8, [u8; 16], u16)> = HashSet::new();
+        let mut recent: std::collections::VecDeque<(FlowKey, u32, std::time::Instant)> = Default::default();
         for ev in rx {
             if sinks.debug {
                 eprintln!("{}", debug_line(&ev));
+            }
+            if let Verdict::Block(_) = ev.decision.verdict {
+                let pid = ev.process.as_deref().map(|p| p.pid).unwrap_or(0);
+                let now = std::time::Instant::now();
+                while recent.front().is_some_and(|(_, _, t)| now.duration_since(*t) > REPEAT_WINDOW) {
+                    recent.pop_front();
+                }
+                if recent.iter().any(|(k, p, _)| *k == ev.key && *p == pid) {
+                    continue;
+                }
+                if recent.len() >= RECENT_BLOCKS {
+                    recent.pop_front();
+                }
+                recent.push_back((ev.key, pid, now));
             }
             if ev.decision.reason == Reason::Monitor {
                 let p = ev.process.as_deref();

@@ -4,4 +4,5 @@
 //! One file per user-visible feature; `testbed` builds the network.
 
 mod attribution;
+mod verdicts;
 mod testbed;

@@ -140,6 +140,40 @@ impl Bed {
         self
     }
 
+    /// A UDP listener on port 53 that records DNS query names.
+    pub fn serve_dns(&mut self) -> &mut Self {
+        let script = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 53))
+print("ready", flush=True)
+while True:
+    data, addr = s.recvfrom(2048)
+    name, i = [], 12
+    while i < len(data) and data[i]:
+        name.append(data[i + 1:i + 1 + data[i]].decode(errors="replace")); i += 1 + data[i]
+    with open(sys.argv[1], "a") as f:
+        f.write(".".join(name) + "\n")
+"#;
+        let log = self.dir.join("dns.log");
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.server, python(), "-c", script])
+            .arg(&log)
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("starting the DNS listener");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "DNS listener did not start");
+        self.children.push(child);
+        self
+    }
+
+    pub fn dns_received(&self) -> String {
+        fs::read_to_string(self.dir.join("dns.log")).unwrap_or_default()
+    }
+
     /// Datagrams the UDP server received.
     pub fn udp_log(&self) -> PathBuf {
         self.dir.join("udp.log")
@@ -343,4 +377,104 @@ pub fn write_config(dir: &Path, text: &str) -> PathBuf {
     f.write_all(text.as_bytes()).unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
     path
+}
+
+/// appfw running in a bed's client namespace, as `ip netns exec NS appfw`.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub pid: u32,
+    pub stderr: PathBuf,
+    pub stdout: PathBuf,
+    pub trace: PathBuf,
+}
+
+impl Daemon {
+    /// Starts appfw with `args`, a trace file and, if given, a
+    /// configuration; waits until it reports that it runs.
+    pub fn start(bed: &Bed, args: &[&str], config: Option<&str>) -> Daemon {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let stderr = bed.dir.join(format!("appfw-{n}.err"));
+        let stdout = bed.dir.join(format!("appfw-{n}.out"));
+        let trace = bed.dir.join(format!("appfw-{n}.trace"));
+        let mut cmd = bed.in_client(appfw_bin());
+        cmd.args(args).arg("-t").arg(&trace);
+        if let Some(text) = config {
+            let path = write_config(&bed.dir, text);
+            cmd.arg("-c").arg(path);
+        }
+        let child = cmd
+            .stdout(fs::File::create(&stdout).unwrap())
+            .stderr(fs::File::create(&stderr).unwrap())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("starting appfw");
+        let pid = child.id();
+        let mut d = Daemon {
+            child: Some(child),
+            pid,
+            stderr,
+            stdout,
+            trace,
+        };
+        wait_for(Duration::from_secs(20), "appfw to start", || {
+            if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("appfw exited during start ({status}): {}", d.stderr_text());
+            }
+            d.stderr_text().contains("running: mode").then_some(())
+        });
+        d
+    }
+
+    pub fn stderr_text(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub fn trace_text(&self) -> String {
+        fs::read_to_string(&self.trace).unwrap_or_default()
+    }
+
+    /// Waits until the trace file has a line containing every one of `parts`.
+    pub fn wait_trace_line(&self, parts: &[&str]) -> String {
+        wait_for(Duration::from_secs(5), &format!("a trace line with {parts:?}"), || {
+            self.trace_text().lines().find(|l| parts.iter().all(|p| l.contains(p))).map(str::to_owned)
+        })
+    }
+
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: our own child's pid.
+        unsafe { libc::kill(self.pid as libc::pid_t, sig) };
+    }
+
+    /// SIGTERM, then waits for the exit; returns stderr.
+    pub fn stop(mut self) -> String {
+        self.signal(libc::SIGTERM);
+        let mut child = self.child.take().unwrap();
+        let status = wait_for(Duration::from_secs(10), "appfw to exit", || child.try_wait().unwrap());
+        assert!(status.success(), "appfw exited with {status}: {}", self.stderr_text());
+        self.stderr_text()
+    }
+
+    /// SIGKILL: what a crash leaves behind.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `iptables -S` (or ip6tables) in a namespace.
+pub fn rules_in(ns: &str, v6: bool) -> String {
+    let tool = if v6 { "ip6tables" } else { "iptables" };
+    let out = Command::new("ip").args(["netns", "exec", ns, tool, "-w", "-S"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -9,6 +9,7 @@ use appfw_common::{
 };
 use aya_ebpf::{
     bindings::BPF_ANY,
+    Global,
     macros::map,
     maps::{LruHashMap, PerCpuArray, RingBuf},
 };
@@ -46,12 +47,11 @@ static APPFW_SCRATCH_PROC: PerCpuArray<ProcRecord> = PerCpuArray::with_max_entri
 #[map]
 static APPFW_SCRATCH_ARGS: PerCpuArray<ExecArgs> = PerCpuArray::with_max_entries(1, 0);
 
-/// Set by the loader (`EbpfLoader::set_global`); read volatile so that the
-/// compiler does not fold the initial value.
+/// Set by the loader (`EbpfLoader::override_global`).
 #[unsafe(no_mangle)]
-static APPFW_FILTER_NETNS: u64 = 0;
+static APPFW_FILTER_NETNS: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
-static APPFW_EMIT_EVENTS: u8 = 0;
+static APPFW_EMIT_EVENTS: Global<u8> = Global::new(0);
 
 #[inline(always)]
 pub fn count(index: u32) {
@@ -64,35 +64,44 @@ pub fn count(index: u32) {
 /// True when sockets of `netns` are not this instance's business.
 #[inline(always)]
 pub fn netns_ignored(netns: u64) -> bool {
-    // SAFETY: reading a global the loader initialised.
-    let wanted = unsafe { core::ptr::read_volatile(&APPFW_FILTER_NETNS) };
+    let wanted = APPFW_FILTER_NETNS.load();
     wanted != 0 && wanted != netns
 }
 
 #[inline(always)]
 fn emit_events() -> bool {
-    // SAFETY: reading a global the loader initialised.
-    unsafe { core::ptr::read_volatile(&APPFW_EMIT_EVENTS) != 0 }
+    APPFW_EMIT_EVENTS.load() != 0
+}
+
+/// What [`flow_opened`] did.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    New,
+    /// Same owner already recorded (a UDP socket sending again).
+    Known,
+    Failed,
 }
 
 /// Records `owner` for the flow `key`. Called for every UDP datagram sent
 /// with an address, so an unchanged entry is left alone (and not reported
 /// again to `appfw trace`).
 #[inline(always)]
-pub fn flow_opened(key: &FlowKey, owner: &Owner, report_it: bool) {
+pub fn flow_opened(key: &FlowKey, owner: &Owner, report_it: bool) -> Recorded {
     if let Some(old) = APPFW_FLOWS.get_ptr(key) {
         // SAFETY: pointer into the map's value, valid during this program.
         let old = unsafe { &*old };
         if old.pid == owner.pid && old.cookie == owner.cookie {
-            return;
+            return Recorded::Known;
         }
     }
     if APPFW_FLOWS.insert(key, owner, BPF_ANY as u64).is_err() {
         count(counter::MAP_UPDATE_FAILED);
+        return Recorded::Failed;
     }
     if report_it {
         report(key, owner);
     }
+    Recorded::New
 }
 
 /// Tells `appfw trace` (if it is the loader) about a new socket.

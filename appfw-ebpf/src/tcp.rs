@@ -13,7 +13,12 @@ use aya_ebpf::{
     EbpfContext,
 };
 
-use crate::{maps, owner};
+use aya_log_ebpf::{debug, warn};
+
+use crate::{
+    maps::{self, Recorded},
+    owner,
+};
 
 /// `BPF_SOCK_OPS_TCP_CONNECT_CB` runs in tcp_connect(), after the local
 /// port is chosen and before the SYN is built: the flow key is complete and
@@ -67,7 +72,10 @@ pub fn sock_ops(ctx: &SockOpsContext) -> u32 {
         ),
         _ => return 1,
     };
-    maps::flow_opened(&key, &owner, true);
+    match maps::flow_opened(&key, &owner, true) {
+        Recorded::Failed => warn!(ctx, "appfw: flow map update failed (tcp pid {})", owner.pid),
+        _ => debug!(ctx, "appfw: tcp connect pid {} sport {} dport {}", owner.pid, sport, dport),
+    }
     maps::count(counter::TCP_CONNECT);
     1
 }

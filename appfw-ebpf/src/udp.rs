@@ -21,7 +21,12 @@ use aya_ebpf::{
     EbpfContext,
 };
 
-use crate::{maps, owner};
+use aya_log_ebpf::{debug, warn};
+
+use crate::{
+    maps::{self, Recorded},
+    owner,
+};
 
 /// connect4/6: whoever connects a TCP or UDP socket owns it. `family` is
 /// the hook's: connect4 may not read the IPv6 fields and vice versa.
@@ -96,7 +101,11 @@ pub fn sendmsg(ctx: &SockAddrContext, family: u8) -> i32 {
         };
         let cookie = bpf_get_socket_cookie(ctx.as_ptr());
         let owner = owner::current(cookie, hook::UDP_SENDMSG);
-        maps::flow_opened(&key, &owner, true);
+        match maps::flow_opened(&key, &owner, true) {
+            Recorded::New => debug!(ctx, "appfw: udp send pid {} sport {} dport {}", owner.pid, sport, dport),
+            Recorded::Known => {}
+            Recorded::Failed => warn!(ctx, "appfw: flow map update failed (udp pid {})", owner.pid),
+        }
     }
     maps::count(counter::UDP_SENDMSG);
     1
@@ -117,7 +126,10 @@ pub fn released(ctx: &SockContext) -> i32 {
             if let Some(mut owner) = maps::socket_owner(cookie) {
                 if let Some(key) = released_flow(ctx, dport) {
                     owner.hook = hook::UDP_RELEASE;
-                    maps::flow_opened(&key, &owner, true);
+                    if maps::flow_opened(&key, &owner, true) == Recorded::Failed {
+                        warn!(ctx, "appfw: flow map update failed (udp close pid {})", owner.pid);
+                    }
+                    debug!(ctx, "appfw: connected udp closed pid {} sport {} dport {}", owner.pid, key.sport, dport);
                     maps::count(counter::UDP_RELEASE);
                 }
             }

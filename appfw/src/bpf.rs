@@ -62,13 +62,21 @@ pub struct Options {
     pub netns: u64,
     /// Emit a ring-buffer event per new socket (for `appfw trace`).
     pub events: bool,
+    /// Log the hooks' per-socket debug messages (otherwise only warnings).
+    pub kernel_debug: bool,
 }
+
+/// The kernel programs' log (aya-log), read into the `log` crate.
+pub type KernelLog = aya_log::EbpfLogger<&'static dyn log::Log>;
 
 /// The loaded programs and their links. Drop to detach.
 pub struct Programs {
     _ebpf: Ebpf,
     pub cgroup: PathBuf,
     counters: PerCpuArray<MapData, u64>,
+    // Must live as long as the programs: dropping it closes the log map
+    // the programs write to.
+    log: Option<KernelLog>,
 }
 
 /// Map handles for lookups; each lookup is one bpf() syscall, with no
@@ -91,11 +99,20 @@ pub fn load(opts: Options) -> Result<(Maps, Programs, Option<RingBuf<MapData>>),
     let cgroup = system::cgroup2_root()?;
 
     let emit: u8 = opts.events.into();
+    let level: u8 = if opts.kernel_debug { aya_log::Level::Debug } else { aya_log::Level::Warn }.into();
     let mut ebpf = EbpfLoader::new()
         .override_global(names::FILTER_NETNS, &opts.netns, true)
         .override_global(names::EMIT_EVENTS, &emit, true)
+        .override_global(aya_log::LEVEL, &level, true)
         .load(OBJECT)
         .map_err(BpfError::Load)?;
+    let log = match aya_log::EbpfLogger::init(&mut ebpf) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            log::warn!("kernel-side log unavailable: {e}");
+            None
+        }
+    };
 
     // Process records first, so that sockets opened from now on find the
     // incarnation of their process.
@@ -177,12 +194,19 @@ pub fn load(opts: Options) -> Result<(Maps, Programs, Option<RingBuf<MapData>>),
             _ebpf: ebpf,
             cgroup: cgroup.path,
             counters,
+            log,
         },
         events,
     ))
 }
 
 impl Programs {
+    /// The kernel log reader, for a caller that polls it (the daemon with
+    /// --debug). The reader stays valid while `self` lives.
+    pub fn take_log(&mut self) -> Option<KernelLog> {
+        self.log.take()
+    }
+
     /// The kernel-side counters, summed over CPUs, with their names.
     pub fn counters(&self) -> Vec<(&'static str, u64)> {
         counter::NAMES

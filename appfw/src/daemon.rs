@@ -9,7 +9,10 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    signal::unix::{signal, SignalKind},
+};
 
 use crate::{
     attribution::{self, Attributor},
@@ -49,9 +52,16 @@ pub fn run(args: RunArgs) -> Result<()> {
         crate::rules::check_tools()?;
     }
     let queue_num = args.queue_num.unwrap_or(config.queue_num);
-    // A daemon without -l or -t would report into the void.
-    let use_syslog = args.syslog || (args.daemon && args.trace_file.is_none());
-    let sinks = Sinks::open(!args.daemon, args.trace_file.as_deref(), use_syslog, args.debug && !args.daemon)?;
+    // A daemon without -l or -t would report into the void, so it uses
+    // syslog if there is one.
+    let implicit_syslog = args.daemon && !args.syslog && args.trace_file.is_none();
+    let sinks = match Sinks::open(!args.daemon, args.trace_file.as_deref(), args.syslog || implicit_syslog, args.debug && !args.daemon) {
+        Err(e @ report::ReportError::Syslog(_)) if implicit_syslog => {
+            eprintln!("appfw: warning: {e}; as a daemon without -t FILE, appfw will report nothing");
+            Sinks::open(false, None, false, false)?
+        }
+        other => other?,
+    };
 
     let ready = if args.daemon {
         Some(detach::detach(&args.pid_file)?)
@@ -79,7 +89,12 @@ fn serve(
     ready: Option<&detach::Ready>,
 ) -> Result<()> {
     let netns = system::netns_cookie()?;
-    let (maps, programs, _) = bpf::load(bpf::Options { netns, events: false })?;
+    let (maps, mut programs, _) = bpf::load(bpf::Options {
+        netns,
+        events: false,
+        kernel_debug: args.debug,
+    })?;
+    let kernel_log = programs.take_log();
     let fail_open = config.fail == Fail::Open;
     let bound = queue::bind(queue_num, fail_open)?;
     let rules = if args.no_rules {
@@ -126,18 +141,29 @@ fn serve(
         .enable_all()
         .build()
         .context("starting the signal runtime")?;
-    runtime.block_on(async {
+    let kernel_log = runtime.block_on(async {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
+        // SAFETY: the logger owns its ring buffer fd for as long as the
+        // AsyncFd owns the logger.
+        let mut kernel_log = match kernel_log {
+            Some(l) => Some(unsafe { AsyncFd::register_with_interest(l, Interest::READABLE) }.map_err(|e| e.into_parts().1)?),
+            None => None,
+        };
         loop {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => reload(args, mode, queue_num, &config, &handle.commands),
+                guard = async { kernel_log.as_mut().expect("guarded").readable_mut().await }, if kernel_log.is_some() => {
+                    let mut guard = guard?;
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
             }
         }
-        Ok::<_, std::io::Error>(())
+        Ok::<_, std::io::Error>(kernel_log)
     })
     .context("waiting for signals")?;
 
@@ -146,6 +172,7 @@ fn serve(
         rules.remove()?;
     }
     let stats = handle.stop();
+    drop(kernel_log);
     drop(programs);
     // The queue thread held the last report sender; the reporter drains
     // and ends.

@@ -94,7 +94,7 @@ const PENDING_FOR: Duration = Duration::from_millis(500);
 pub fn run(args: TraceArgs) -> Result<()> {
     system::require_root()?;
     let netns = system::netns_cookie()?;
-    let (maps, _programs, events) = bpf::load(bpf::Options { netns, events: true })?;
+    let (maps, _programs, events) = bpf::load(bpf::Options { netns, events: true, kernel_debug: false })?;
     let events = events.context("the event ring buffer was not created")?;
     let mut attributor = Attributor::new(maps, Mode::Ebpf);
     let mut diag = SockDiag::open().context("opening NETLINK_SOCK_DIAG")?;

@@ -14,7 +14,7 @@ use crate::testbed::*;
 /// Loads the kernel programs for the namespace of the calling thread.
 fn load() -> bpf::Maps {
     let netns = appfw::system::netns_cookie().unwrap();
-    let (maps, programs, _) = bpf::load(bpf::Options { netns, events: false }).unwrap();
+    let (maps, programs, _) = bpf::load(bpf::Options { netns, events: false, kernel_debug: false }).unwrap();
     // The programs stay attached for the rest of the test process; each
     // test's namespace filter keeps them from recording anything else.
     std::mem::forget(programs);
@@ -126,7 +126,7 @@ fn same_tuple_in_two_namespaces_has_two_owners() {
     const SPORT: u16 = 40123;
     // One loader recording every namespace, so both flows are in one map
     // and only the namespace part of the key tells them apart.
-    let (maps, programs, _) = bpf::load(bpf::Options { netns: 0, events: false }).unwrap();
+    let (maps, programs, _) = bpf::load(bpf::Options { netns: 0, events: false, kernel_debug: false }).unwrap();
     let mut attributor = Attributor::new(maps, Mode::Ebpf);
     let ca = a.client_from("tcp", SERVER_V4, HTTP_PORT, Some(SPORT));
     let cb = b.client_from("tcp", SERVER_V4, HTTP_PORT, Some(SPORT));

@@ -5,4 +5,7 @@
 
 mod attribution;
 mod verdicts;
+mod trace;
+mod cli;
+mod logging;
 mod testbed;

@@ -9,7 +9,8 @@ use std::{env, fs, path::PathBuf};
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     println!("cargo::rerun-if-env-changed=APPFW_EBPF_OBJECT");
     println!("cargo::rerun-if-env-changed=CARGO_TARGET_DIR");
     let object = match env::var_os("APPFW_EBPF_OBJECT") {

@@ -36,7 +36,14 @@ pub struct FlowKey {
 impl FlowKey {
     /// A key for an IPv4 flow; addresses in network byte order.
     #[inline(always)]
-    pub fn v4(netns: u64, proto: u8, saddr: [u8; 4], sport: u16, daddr: [u8; 4], dport: u16) -> Self {
+    pub fn v4(
+        netns: u64,
+        proto: u8,
+        saddr: [u8; 4],
+        sport: u16,
+        daddr: [u8; 4],
+        dport: u16,
+    ) -> Self {
         let mut key = FlowKey {
             netns,
             sport,
@@ -52,7 +59,14 @@ impl FlowKey {
 
     /// A key for an IPv6 flow; folds IPv4-mapped addresses to IPv4.
     #[inline(always)]
-    pub fn v6(netns: u64, proto: u8, saddr: [u8; 16], sport: u16, daddr: [u8; 16], dport: u16) -> Self {
+    pub fn v6(
+        netns: u64,
+        proto: u8,
+        saddr: [u8; 16],
+        sport: u16,
+        daddr: [u8; 16],
+        dport: u16,
+    ) -> Self {
         // A v4-mapped destination means the packets are IPv4. The source of
         // such a socket is mapped too, or unspecified before routing.
         if is_v4_mapped(&daddr) {
@@ -61,7 +75,14 @@ impl FlowKey {
             } else {
                 [0; 4]
             };
-            return Self::v4(netns, proto, s, sport, [daddr[12], daddr[13], daddr[14], daddr[15]], dport);
+            return Self::v4(
+                netns,
+                proto,
+                s,
+                sport,
+                [daddr[12], daddr[13], daddr[14], daddr[15]],
+                dport,
+            );
         }
         FlowKey {
             netns,
@@ -138,7 +159,14 @@ mod tests {
 
     #[test]
     fn v4_key_zeroes_the_unused_address_bytes() {
-        let k = FlowKey::v4(7, PROTO_TCP, [198, 51, 100, 1], 40000, [198, 51, 100, 2], 80);
+        let k = FlowKey::v4(
+            7,
+            PROTO_TCP,
+            [198, 51, 100, 1],
+            40000,
+            [198, 51, 100, 2],
+            80,
+        );
         assert_eq!(&k.saddr[..4], &[198, 51, 100, 1]);
         assert_eq!(&k.saddr[4..], &[0; 12]);
         assert_eq!(k.family, AF_INET);
@@ -153,7 +181,10 @@ mod tests {
         let mut d = s;
         d[15] = 2;
         let k = FlowKey::v6(1, PROTO_UDP, s, 5000, d, 53);
-        assert_eq!(k, FlowKey::v4(1, PROTO_UDP, [198, 51, 100, 1], 5000, [198, 51, 100, 2], 53));
+        assert_eq!(
+            k,
+            FlowKey::v4(1, PROTO_UDP, [198, 51, 100, 1], 5000, [198, 51, 100, 2], 53)
+        );
     }
 
     #[test]
@@ -187,6 +218,9 @@ mod tests {
         let k = FlowKey::v4(3, PROTO_UDP, [198, 51, 100, 1], 1, [198, 51, 100, 2], 2);
         let w = k.without_saddr();
         assert!(w.saddr_is_unspecified());
-        assert_eq!((w.daddr, w.sport, w.dport, w.netns), (k.daddr, k.sport, k.dport, k.netns));
+        assert_eq!(
+            (w.daddr, w.sport, w.dport, w.netns),
+            (k.daddr, k.sport, k.dport, k.netns)
+        );
     }
 }

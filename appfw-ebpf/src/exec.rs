@@ -6,7 +6,10 @@
 
 use appfw_common::{maps::counter, owner::ARG_SLOTS};
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user, bpf_probe_read_user_str_bytes},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
+        bpf_probe_read_user_str_bytes,
+    },
     programs::TracePointContext,
     EbpfContext,
 };
@@ -29,7 +32,10 @@ const EXEC_OLD_PID: usize = 16;
 pub fn newtask(ctx: &TracePointContext) -> u32 {
     // SAFETY: offsets from the tracepoint's format.
     let (flags, child) = unsafe {
-        match (ctx.read_at::<u64>(NEWTASK_CLONE_FLAGS), ctx.read_at::<i32>(NEWTASK_PID)) {
+        match (
+            ctx.read_at::<u64>(NEWTASK_CLONE_FLAGS),
+            ctx.read_at::<i32>(NEWTASK_PID),
+        ) {
             (Ok(f), Ok(c)) => (f, c),
             _ => return 0,
         }
@@ -85,7 +91,10 @@ pub fn process_exec(ctx: &TracePointContext) -> u32 {
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: offsets from the tracepoint's format.
     let (loc, old_pid) = unsafe {
-        match (ctx.read_at::<u32>(EXEC_FILENAME_LOC), ctx.read_at::<i32>(EXEC_OLD_PID)) {
+        match (
+            ctx.read_at::<u32>(EXEC_FILENAME_LOC),
+            ctx.read_at::<i32>(EXEC_OLD_PID),
+        ) {
             (Ok(l), Ok(o)) => (l, o as u32),
             _ => return 0,
         }

@@ -2,6 +2,10 @@
 //!
 //! Map and global names must match `appfw_common::maps`, which the daemon
 //! uses to find them.
+#![expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "keys and values go to the map helpers by reference: a ProcRecord passed by value would be copied onto the 512-byte BPF stack"
+)]
 
 use appfw_common::{
     maps::{self as names, counter, SocketEvent},
@@ -9,9 +13,9 @@ use appfw_common::{
 };
 use aya_ebpf::{
     bindings::BPF_ANY,
-    Global,
     macros::map,
     maps::{LruHashMap, PerCpuArray, RingBuf},
+    Global,
 };
 
 #[map]
@@ -204,7 +208,9 @@ pub fn process_forked(parent: u32, child: u32, now: u64) {
 #[inline(always)]
 pub fn scratch_args() -> Option<&'static mut ExecArgs> {
     // SAFETY: per-CPU slot; programs do not migrate CPUs while running.
-    APPFW_SCRATCH_ARGS.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+    APPFW_SCRATCH_ARGS
+        .get_ptr_mut(0)
+        .map(|p| unsafe { &mut *p })
 }
 
 /// Keeps argv of thread `tid`'s execve until the exec succeeds.
@@ -222,7 +228,9 @@ pub fn exec_started(tid: u32, args: &ExecArgs) {
 #[inline(always)]
 pub fn scratch_proc() -> Option<&'static mut ProcRecord> {
     // SAFETY: per-CPU slot; programs do not migrate CPUs while running.
-    APPFW_SCRATCH_PROC.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+    APPFW_SCRATCH_PROC
+        .get_ptr_mut(0)
+        .map(|p| unsafe { &mut *p })
 }
 
 /// Parent recorded for the current incarnation of `pid`, 0 if unknown.

@@ -74,7 +74,10 @@ pub fn sock_ops(ctx: &SockOpsContext) -> u32 {
     };
     match maps::flow_opened(&key, &owner, true) {
         Recorded::Failed => warn!(ctx, "appfw: flow map update failed (tcp pid {})", owner.pid),
-        _ => debug!(ctx, "appfw: tcp connect pid {} sport {} dport {}", owner.pid, sport, dport),
+        _ => debug!(
+            ctx,
+            "appfw: tcp connect pid {} sport {} dport {}", owner.pid, sport, dport
+        ),
     }
     maps::count(counter::TCP_CONNECT);
     1

@@ -56,9 +56,23 @@ pub fn connected(ctx: &SockAddrContext, family: u8) -> i32 {
         let key = unsafe {
             let dport = u16::from_be((*sa).user_port as u16);
             if family == AF_INET {
-                FlowKey::v4(netns, proto, [0; 4], 0, ip4_from_word((*sa).user_ip4), dport)
+                FlowKey::v4(
+                    netns,
+                    proto,
+                    [0; 4],
+                    0,
+                    ip4_from_word((*sa).user_ip4),
+                    dport,
+                )
             } else {
-                FlowKey::v6(netns, proto, [0; 16], 0, ip6_from_words((*sa).user_ip6), dport)
+                FlowKey::v6(
+                    netns,
+                    proto,
+                    [0; 16],
+                    0,
+                    ip6_from_words((*sa).user_ip6),
+                    dport,
+                )
             }
         };
         maps::report(&key, &owner);
@@ -91,18 +105,35 @@ pub fn sendmsg(ctx: &SockAddrContext, family: u8) -> i32 {
             if src == 0 {
                 src = (*sk).src_ip4;
             }
-            FlowKey::v4(netns, PROTO_UDP, ip4_from_word(src), sport, ip4_from_word((*sa).user_ip4), dport)
+            FlowKey::v4(
+                netns,
+                PROTO_UDP,
+                ip4_from_word(src),
+                sport,
+                ip4_from_word((*sa).user_ip4),
+                dport,
+            )
         } else {
             let mut src = (*sa).msg_src_ip6;
             if src == [0; 4] {
                 src = (*sk).src_ip6;
             }
-            FlowKey::v6(netns, PROTO_UDP, ip6_from_words(src), sport, ip6_from_words((*sa).user_ip6), dport)
+            FlowKey::v6(
+                netns,
+                PROTO_UDP,
+                ip6_from_words(src),
+                sport,
+                ip6_from_words((*sa).user_ip6),
+                dport,
+            )
         };
         let cookie = bpf_get_socket_cookie(ctx.as_ptr());
         let owner = owner::current(cookie, hook::UDP_SENDMSG);
         match maps::flow_opened(&key, &owner, true) {
-            Recorded::New => debug!(ctx, "appfw: udp send pid {} sport {} dport {}", owner.pid, sport, dport),
+            Recorded::New => debug!(
+                ctx,
+                "appfw: udp send pid {} sport {} dport {}", owner.pid, sport, dport
+            ),
             Recorded::Known => {}
             Recorded::Failed => warn!(ctx, "appfw: flow map update failed (udp pid {})", owner.pid),
         }
@@ -127,9 +158,18 @@ pub fn released(ctx: &SockContext) -> i32 {
                 if let Some(key) = released_flow(ctx, dport) {
                     owner.hook = hook::UDP_RELEASE;
                     if maps::flow_opened(&key, &owner, true) == Recorded::Failed {
-                        warn!(ctx, "appfw: flow map update failed (udp close pid {})", owner.pid);
+                        warn!(
+                            ctx,
+                            "appfw: flow map update failed (udp close pid {})", owner.pid
+                        );
                     }
-                    debug!(ctx, "appfw: connected udp closed pid {} sport {} dport {}", owner.pid, key.sport, dport);
+                    debug!(
+                        ctx,
+                        "appfw: connected udp closed pid {} sport {} dport {}",
+                        owner.pid,
+                        key.sport,
+                        dport
+                    );
                     maps::count(counter::UDP_RELEASE);
                 }
             }
@@ -170,7 +210,14 @@ unsafe fn released_flow(ctx: &SockContext, dport: u16) -> Option<FlowKey> {
                 ip4_from_word((*sk).dst_ip4),
                 dport,
             )),
-            AF_INET6 => Some(FlowKey::v6(netns, PROTO_UDP, [0; 16], sport, ip6_from_words((*sk).dst_ip6), dport)),
+            AF_INET6 => Some(FlowKey::v6(
+                netns,
+                PROTO_UDP,
+                [0; 16],
+                sport,
+                ip6_from_words((*sk).dst_ip6),
+                dport,
+            )),
             _ => None,
         }
     }

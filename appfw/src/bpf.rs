@@ -24,7 +24,9 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ap
 
 #[derive(Debug, Error)]
 pub enum BpfError {
-    #[error("this appfw binary was built without its eBPF object; build it with `cargo xtask build`")]
+    #[error(
+        "this appfw binary was built without its eBPF object; build it with `cargo xtask build`"
+    )]
     NoObject,
     #[error(transparent)]
     System(#[from] SystemError),
@@ -99,7 +101,12 @@ pub fn load(opts: Options) -> Result<(Maps, Programs, Option<RingBuf<MapData>>),
     let cgroup = system::cgroup2_root()?;
 
     let emit: u8 = opts.events.into();
-    let level: u8 = if opts.kernel_debug { aya_log::Level::Debug } else { aya_log::Level::Warn }.into();
+    let level: u8 = if opts.kernel_debug {
+        aya_log::Level::Debug
+    } else {
+        aya_log::Level::Warn
+    }
+    .into();
     let mut ebpf = EbpfLoader::new()
         .override_global(names::FILTER_NETNS, &opts.netns, true)
         .override_global(names::EMIT_EVENTS, &emit, true)
@@ -128,52 +135,73 @@ pub fn load(opts: Options) -> Result<(Maps, Programs, Option<RingBuf<MapData>>),
             hint: "tracepoint programs need CONFIG_FTRACE_SYSCALLS and tracefs",
             reason: brief(&source),
         })?;
-        prog.attach(category, event).map_err(|source| BpfError::Attach {
-            name,
-            target: format!("tracepoint {category}/{event}"),
-            hint: "is tracefs mounted and does the kernel have this tracepoint?",
-            reason: brief(&source),
-        })?;
+        prog.attach(category, event)
+            .map_err(|source| BpfError::Attach {
+                name,
+                target: format!("tracepoint {category}/{event}"),
+                hint: "is tracefs mounted and does the kernel have this tracepoint?",
+                reason: brief(&source),
+            })?;
     }
 
     let target = cgroup.path.display().to_string();
     // Single mode goes through bpf_link here: links from several appfw
     // instances coexist, and each goes away with its owner.
     let mode = CgroupAttachMode::Single;
-    for name in ["appfw_connect4", "appfw_connect6", "appfw_udp_sendmsg4", "appfw_udp_sendmsg6"] {
+    for name in [
+        "appfw_connect4",
+        "appfw_connect6",
+        "appfw_udp_sendmsg4",
+        "appfw_udp_sendmsg6",
+    ] {
         let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
         let hint = "cgroup sock_addr hooks need Linux 5.7 and cgroup v2";
-        prog.load().map_err(|source| BpfError::LoadProgram { name, hint, reason: brief(&source) })?;
-        prog.attach(&cgroup.dir, mode).map_err(|source| BpfError::Attach {
+        prog.load().map_err(|source| BpfError::LoadProgram {
             name,
-            target: target.clone(),
             hint,
             reason: brief(&source),
         })?;
+        prog.attach(&cgroup.dir, mode)
+            .map_err(|source| BpfError::Attach {
+                name,
+                target: target.clone(),
+                hint,
+                reason: brief(&source),
+            })?;
     }
     {
         let name = "appfw_sock_release";
         let hint = "the cgroup sock_release hook needs Linux 5.9";
         let prog: &mut CgroupSock = program(&mut ebpf, name)?;
-        prog.load().map_err(|source| BpfError::LoadProgram { name, hint, reason: brief(&source) })?;
-        prog.attach(&cgroup.dir, mode).map_err(|source| BpfError::Attach {
+        prog.load().map_err(|source| BpfError::LoadProgram {
             name,
-            target: target.clone(),
             hint,
             reason: brief(&source),
         })?;
+        prog.attach(&cgroup.dir, mode)
+            .map_err(|source| BpfError::Attach {
+                name,
+                target: target.clone(),
+                hint,
+                reason: brief(&source),
+            })?;
     }
     {
         let name = "appfw_tcp_connect";
         let hint = "sock_ops with netns cookies needs Linux 5.15";
         let prog: &mut SockOps = program(&mut ebpf, name)?;
-        prog.load().map_err(|source| BpfError::LoadProgram { name, hint, reason: brief(&source) })?;
-        prog.attach(&cgroup.dir, mode).map_err(|source| BpfError::Attach {
+        prog.load().map_err(|source| BpfError::LoadProgram {
             name,
-            target: target.clone(),
             hint,
             reason: brief(&source),
         })?;
+        prog.attach(&cgroup.dir, mode)
+            .map_err(|source| BpfError::Attach {
+                name,
+                target: target.clone(),
+                hint,
+                reason: brief(&source),
+            })?;
     }
 
     let maps = Maps {
@@ -228,7 +256,9 @@ fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, B
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
 {
-    let prog = ebpf.program_mut(name).ok_or(BpfError::ProgramMissing(name))?;
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or(BpfError::ProgramMissing(name))?;
     prog.try_into().map_err(|source| BpfError::LoadProgram {
         name,
         hint: "the object's program has an unexpected type; rebuild with `cargo xtask build`",

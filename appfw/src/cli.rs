@@ -113,12 +113,17 @@ mod tests {
         assert!(Cli::try_parse_from(["appfw", "-m", "-w"]).is_err());
         let cli = Cli::try_parse_from(["appfw", "-b", "-l", "-t", "/tmp/x"]).unwrap();
         assert!(cli.run.blacklist && cli.run.syslog);
-        assert_eq!(cli.run.trace_file.as_deref(), Some(std::path::Path::new("/tmp/x")));
+        assert_eq!(
+            cli.run.trace_file.as_deref(),
+            Some(std::path::Path::new("/tmp/x"))
+        );
     }
 
     #[test]
     fn old_flags_parse() {
-        let cli = Cli::try_parse_from(["appfw", "--whitelist", "--debug", "-d", "--queue-num", "3"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["appfw", "--whitelist", "--debug", "-d", "--queue-num", "3"])
+                .unwrap();
         assert!(cli.run.whitelist && cli.run.debug && cli.run.daemon);
         assert_eq!(cli.run.queue_num, Some(3));
         assert!(cli.command.is_none());
@@ -127,7 +132,10 @@ mod tests {
     #[test]
     fn trace_subcommand_parses() {
         let cli = Cli::try_parse_from(["appfw", "trace", "--json"]).unwrap();
-        assert!(matches!(cli.command, Some(Command::Trace(TraceArgs { json: true, .. }))));
+        assert!(matches!(
+            cli.command,
+            Some(Command::Trace(TraceArgs { json: true, .. }))
+        ));
     }
 
     #[test]

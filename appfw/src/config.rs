@@ -14,8 +14,7 @@
 //! error names the file, the line and the key, and says what is expected.
 
 use std::{
-    fmt, fs,
-    io,
+    fmt, fs, io,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
@@ -92,7 +91,10 @@ pub enum Entry {
     /// An absolute executable path, as written and with symlinks resolved
     /// (`/bin/nc.openbsd` is `/usr/bin/nc.openbsd` on merged-/usr systems,
     /// and that is what the kernel reports).
-    Exe { path: String, resolved: Option<String> },
+    Exe {
+        path: String,
+        resolved: Option<String>,
+    },
     /// A command prefix: the process's first command-line words. The first
     /// word matches argv[0] or its last path component.
     Command { words: Vec<String> },
@@ -189,8 +191,15 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound && !explicit => return Ok(Config::default()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ConfigError::NotFound { path: shown }),
-        Err(source) => return Err(ConfigError::Read { path: shown, source }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(ConfigError::NotFound { path: shown })
+        }
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: shown,
+                source,
+            })
+        }
     };
     let mut config = parse_str(&text, &shown)?;
     config.path = Some(path);
@@ -228,7 +237,13 @@ pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let (line, key) = locate(text, span.start);
         // toml's message can span lines (it quotes the source); keep the
         // first, which is the diagnosis.
-        let message = e.message().lines().next().unwrap_or("invalid TOML").trim().to_owned();
+        let message = e
+            .message()
+            .lines()
+            .next()
+            .unwrap_or("invalid TOML")
+            .trim()
+            .to_owned();
         ConfigError::Invalid {
             path: origin.to_owned(),
             line,
@@ -237,19 +252,20 @@ pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
         }
     })?;
     let g = raw.global.unwrap_or_default();
-    let entries = |list: Option<Vec<Spanned<String>>>, key: &str| -> Result<Vec<Entry>, ConfigError> {
-        list.unwrap_or_default()
-            .into_iter()
-            .map(|s| {
-                Entry::parse(s.get_ref()).map_err(|message| ConfigError::Invalid {
-                    path: origin.to_owned(),
-                    line: line_of(text, s.span().start),
-                    key: format!("global.{key}"),
-                    message,
+    let entries =
+        |list: Option<Vec<Spanned<String>>>, key: &str| -> Result<Vec<Entry>, ConfigError> {
+            list.unwrap_or_default()
+                .into_iter()
+                .map(|s| {
+                    Entry::parse(s.get_ref()).map_err(|message| ConfigError::Invalid {
+                        path: origin.to_owned(),
+                        line: line_of(text, s.span().start),
+                        key: format!("global.{key}"),
+                        message,
+                    })
                 })
-            })
-            .collect()
-    };
+                .collect()
+        };
     Ok(Config {
         path: None,
         queue_num: g.queue_num.unwrap_or(0),
@@ -292,7 +308,12 @@ fn locate(text: &str, offset: usize) -> (usize, String) {
     }
     // An unknown key is reported at the key itself.
     if key.is_empty() {
-        key = text[offset.min(text.len())..].split(['=', '\n']).next().unwrap_or("").trim().to_owned();
+        key = text[offset.min(text.len())..]
+            .split(['=', '\n'])
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_owned();
     }
     let full = match (table.is_empty(), key.is_empty()) {
         (_, true) => "(top level)".to_owned(),
@@ -306,7 +327,10 @@ fn locate(text: &str, offset: usize) -> (usize, String) {
 fn explain(message: &str) -> String {
     message
         .replace("expected u16", "expected a queue number from 0 to 65535")
-        .replace("a sequence", "a list of strings such as [\"/usr/bin/curl\"]")
+        .replace(
+            "a sequence",
+            "a list of strings such as [\"/usr/bin/curl\"]",
+        )
 }
 
 #[cfg(test)]
@@ -315,7 +339,9 @@ mod tests {
 
     fn err(text: &str) -> (usize, String, String) {
         match parse_str(text, "test.toml") {
-            Err(ConfigError::Invalid { line, key, message, .. }) => (line, key, message),
+            Err(ConfigError::Invalid {
+                line, key, message, ..
+            }) => (line, key, message),
             other => panic!("expected an error, got {other:?}"),
         }
     }
@@ -325,7 +351,10 @@ mod tests {
         let text = include_str!("../../config/appfw.toml");
         let c = parse_str(text, "config/appfw.toml").unwrap();
         assert_eq!(c.queue_num, 0);
-        assert!(c.whitelist.iter().any(|e| e.to_string() == "/usr/sbin/sshd"));
+        assert!(c
+            .whitelist
+            .iter()
+            .any(|e| e.to_string() == "/usr/sbin/sshd"));
         assert!(c.blacklist.iter().any(|e| e.to_string() == "/usr/bin/wget"));
     }
 
@@ -346,7 +375,12 @@ mod tests {
         assert_eq!(c.action, Action::Reject);
         assert_eq!(c.unknown, Some(Unknown::Drop));
         assert_eq!(c.fail, Fail::Closed);
-        assert_eq!(c.whitelist, vec![Entry::Command { words: vec!["nc".into(), "198.51.100.2".into()] }]);
+        assert_eq!(
+            c.whitelist,
+            vec![Entry::Command {
+                words: vec!["nc".into(), "198.51.100.2".into()]
+            }]
+        );
     }
 
     #[test]
@@ -355,7 +389,10 @@ mod tests {
         assert_eq!(line, 3);
         assert_eq!(key, "global.whitlist");
         assert!(message.contains("unknown field"), "{message}");
-        assert!(message.contains("whitelist"), "should list valid keys: {message}");
+        assert!(
+            message.contains("whitelist"),
+            "should list valid keys: {message}"
+        );
     }
 
     #[test]
@@ -373,7 +410,8 @@ mod tests {
 
     #[test]
     fn relative_path_names_the_entry_line() {
-        let (line, key, message) = err("[global]\nblacklist = [\n  \"/usr/bin/wget\",\n  \"bin/nc\",\n]\n");
+        let (line, key, message) =
+            err("[global]\nblacklist = [\n  \"/usr/bin/wget\",\n  \"bin/nc\",\n]\n");
         assert_eq!((line, key.as_str()), (4, "global.blacklist"));
         assert!(message.contains("relative path"), "{message}");
     }
@@ -382,7 +420,10 @@ mod tests {
     fn bad_enum_value_is_explained() {
         let (line, key, message) = err("[global]\naction = \"deny\"\n");
         assert_eq!((line, key.as_str()), (2, "global.action"));
-        assert!(message.contains("drop") && message.contains("reject"), "{message}");
+        assert!(
+            message.contains("drop") && message.contains("reject"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -403,13 +444,19 @@ mod tests {
 
     #[test]
     fn explicit_missing_file_is_an_error_default_is_not() {
-        assert!(matches!(load(Some(Path::new("/nonexistent/appfw.toml"))), Err(ConfigError::NotFound { .. })));
+        assert!(matches!(
+            load(Some(Path::new("/nonexistent/appfw.toml"))),
+            Err(ConfigError::NotFound { .. })
+        ));
     }
 
     #[test]
     fn display_names_file_line_key() {
         let e = parse_str("[global]\nfail = 3\n", "/etc/appfw/appfw.toml").unwrap_err();
         let s = e.to_string();
-        assert!(s.starts_with("/etc/appfw/appfw.toml:2: key `global.fail`:"), "{s}");
+        assert!(
+            s.starts_with("/etc/appfw/appfw.toml:2: key `global.fail`:"),
+            "{s}"
+        );
     }
 }

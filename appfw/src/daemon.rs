@@ -55,9 +55,16 @@ pub fn run(args: RunArgs) -> Result<()> {
     // A daemon without -l or -t would report into the void, so it uses
     // syslog if there is one.
     let implicit_syslog = args.daemon && !args.syslog && args.trace_file.is_none();
-    let sinks = match Sinks::open(!args.daemon, args.trace_file.as_deref(), args.syslog || implicit_syslog, args.debug && !args.daemon) {
+    let sinks = match Sinks::open(
+        !args.daemon,
+        args.trace_file.as_deref(),
+        args.syslog || implicit_syslog,
+        args.debug && !args.daemon,
+    ) {
         Err(e @ report::ReportError::Syslog(_)) if implicit_syslog => {
-            eprintln!("appfw: warning: {e}; as a daemon without -t FILE, appfw will report nothing");
+            eprintln!(
+                "appfw: warning: {e}; as a daemon without -t FILE, appfw will report nothing"
+            );
             Sinks::open(false, None, false, false)?
         }
         other => other?,
@@ -131,7 +138,11 @@ fn serve(
             (Some(_), false) => "rules installed, fail closed",
         },
         programs.cgroup.display(),
-        config.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in defaults".into()),
+        config
+            .path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "built-in defaults".into()),
     );
     if let Some(ready) = ready {
         ready.ok();
@@ -183,11 +194,20 @@ fn serve(
     Ok(())
 }
 
-fn reload(args: &RunArgs, mode: Mode, queue_num: u16, running: &Config, commands: &std::sync::mpsc::Sender<Command>) {
+fn reload(
+    args: &RunArgs,
+    mode: Mode,
+    queue_num: u16,
+    running: &Config,
+    commands: &std::sync::mpsc::Sender<Command>,
+) {
     match load_config(args) {
         Ok(new) => {
             if args.queue_num.is_none() && new.queue_num != queue_num {
-                log::warn!("queue-num changed to {}: that takes a restart; still using queue {queue_num}", new.queue_num);
+                log::warn!(
+                    "queue-num changed to {}: that takes a restart; still using queue {queue_num}",
+                    new.queue_num
+                );
             }
             if new.fail != running.fail {
                 log::warn!("fail mode changed: that takes a restart");
@@ -206,7 +226,11 @@ fn reload(args: &RunArgs, mode: Mode, queue_num: u16, running: &Config, commands
 }
 
 fn init_logging(args: &RunArgs) {
-    let level = if args.debug { log::LevelFilter::Debug } else { log::LevelFilter::Info };
+    let level = if args.debug {
+        log::LevelFilter::Debug
+    } else {
+        log::LevelFilter::Info
+    };
     if args.daemon {
         if let Ok(logger) = report::open_syslog() {
             if log::set_boxed_logger(Box::new(syslog::BasicLogger::new(logger))).is_ok() {
@@ -261,7 +285,10 @@ mod detach {
         let mut fds = [0; 2];
         // SAFETY: valid array for pipe2.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            bail!("creating a pipe failed: {}", std::io::Error::last_os_error());
+            bail!(
+                "creating a pipe failed: {}",
+                std::io::Error::last_os_error()
+            );
         }
         // SAFETY: fds are fresh and owned by us from here on.
         let (mut rd, wr) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
@@ -300,7 +327,11 @@ mod detach {
             libc::umask(0o022);
         }
         std::env::set_current_dir("/").context("chdir /")?;
-        let null = OpenOptions::new().read(true).write(true).open("/dev/null").context("opening /dev/null")?;
+        let null = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .context("opening /dev/null")?;
         for fd in 0..3 {
             use std::os::fd::AsRawFd;
             // SAFETY: both descriptors are valid.

@@ -156,48 +156,97 @@ mod tests {
         let p = Policy::new(Mode::Blacklist, &config(&[], &["/usr/bin/curl"]));
         let curl = proc("/usr/bin/curl", &["curl", "http://198.51.100.2/"]);
         let py = proc("/usr/bin/python3.11", &["python3", "-c", "x"]);
-        assert_eq!(p.decide(Some(&curl)), Decision { verdict: Verdict::Block(Action::Drop), reason: Reason::InBlacklist });
+        assert_eq!(
+            p.decide(Some(&curl)),
+            Decision {
+                verdict: Verdict::Block(Action::Drop),
+                reason: Reason::InBlacklist
+            }
+        );
         assert_eq!(p.decide(Some(&py)).verdict, Verdict::Accept);
     }
 
     #[test]
     fn whitelist_accepts_listed_and_blocks_the_rest() {
         let p = Policy::new(Mode::Whitelist, &config(&["/usr/bin/python3.11"], &[]));
-        assert_eq!(p.decide(Some(&proc("/usr/bin/python3.11", &["python3"]))).reason, Reason::InWhitelist);
+        assert_eq!(
+            p.decide(Some(&proc("/usr/bin/python3.11", &["python3"])))
+                .reason,
+            Reason::InWhitelist
+        );
         let d = p.decide(Some(&proc("/usr/bin/curl", &["curl"])));
-        assert_eq!((d.verdict, d.reason), (Verdict::Block(Action::Drop), Reason::NotInWhitelist));
+        assert_eq!(
+            (d.verdict, d.reason),
+            (Verdict::Block(Action::Drop), Reason::NotInWhitelist)
+        );
     }
 
     #[test]
     fn unknown_owner_defaults_depend_on_mode() {
         let c = config(&[], &[]);
-        assert_eq!(Policy::new(Mode::Whitelist, &c).decide(None).verdict, Verdict::Block(Action::Drop));
-        assert_eq!(Policy::new(Mode::Blacklist, &c).decide(None).verdict, Verdict::Accept);
-        assert_eq!(Policy::new(Mode::Monitor, &c).decide(None).verdict, Verdict::Accept);
+        assert_eq!(
+            Policy::new(Mode::Whitelist, &c).decide(None).verdict,
+            Verdict::Block(Action::Drop)
+        );
+        assert_eq!(
+            Policy::new(Mode::Blacklist, &c).decide(None).verdict,
+            Verdict::Accept
+        );
+        assert_eq!(
+            Policy::new(Mode::Monitor, &c).decide(None).verdict,
+            Verdict::Accept
+        );
         let mut c2 = c.clone();
         c2.unknown = Some(Unknown::Drop);
-        assert_eq!(Policy::new(Mode::Blacklist, &c2).decide(None).reason, Reason::Unknown);
-        assert_eq!(Policy::new(Mode::Blacklist, &c2).decide(None).verdict, Verdict::Block(Action::Drop));
+        assert_eq!(
+            Policy::new(Mode::Blacklist, &c2).decide(None).reason,
+            Reason::Unknown
+        );
+        assert_eq!(
+            Policy::new(Mode::Blacklist, &c2).decide(None).verdict,
+            Verdict::Block(Action::Drop)
+        );
         c2.unknown = Some(Unknown::Accept);
-        assert_eq!(Policy::new(Mode::Whitelist, &c2).decide(None).verdict, Verdict::Accept);
+        assert_eq!(
+            Policy::new(Mode::Whitelist, &c2).decide(None).verdict,
+            Verdict::Accept
+        );
     }
 
     #[test]
     fn command_prefix_matches_first_words() {
         let e = Entry::parse("nc 192.168.58.1").unwrap();
-        assert!(matches(&e, &proc("/usr/bin/nc.openbsd", &["nc", "192.168.58.1", "631"])));
-        assert!(matches(&e, &proc("/usr/bin/nc.openbsd", &["/bin/nc", "192.168.58.1"])));
-        assert!(!matches(&e, &proc("/usr/bin/nc.openbsd", &["nc", "192.168.58.2"])));
+        assert!(matches(
+            &e,
+            &proc("/usr/bin/nc.openbsd", &["nc", "192.168.58.1", "631"])
+        ));
+        assert!(matches(
+            &e,
+            &proc("/usr/bin/nc.openbsd", &["/bin/nc", "192.168.58.1"])
+        ));
+        assert!(!matches(
+            &e,
+            &proc("/usr/bin/nc.openbsd", &["nc", "192.168.58.2"])
+        ));
         assert!(!matches(&e, &proc("/usr/bin/nc.openbsd", &["nc"])));
         let py = Entry::parse("python3 -c").unwrap();
-        assert!(matches(&py, &proc("/usr/bin/python3.11", &["python3", "-c", "print(1)"])));
-        assert!(!matches(&py, &proc("/usr/bin/python3.11", &["python3", "script.py"])));
+        assert!(matches(
+            &py,
+            &proc("/usr/bin/python3.11", &["python3", "-c", "print(1)"])
+        ));
+        assert!(!matches(
+            &py,
+            &proc("/usr/bin/python3.11", &["python3", "script.py"])
+        ));
     }
 
     #[test]
     fn absolute_command_word_matches_exe_or_argv0() {
         let e = Entry::parse("/usr/bin/python3.11 -c").unwrap();
-        assert!(matches(&e, &proc("/usr/bin/python3.11", &["python3", "-c"])));
+        assert!(matches(
+            &e,
+            &proc("/usr/bin/python3.11", &["python3", "-c"])
+        ));
         assert!(matches(&e, &proc("/other", &["/usr/bin/python3.11", "-c"])));
     }
 

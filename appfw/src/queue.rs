@@ -78,7 +78,9 @@ pub fn bind(num: u16, fail_open: bool) -> Result<BoundQueue, QueueError> {
     let configure = |source| QueueError::Configure { queue: num, source };
     queue.set_copy_range(num, COPY_RANGE).map_err(configure)?;
     queue.set_fail_open(num, fail_open).map_err(configure)?;
-    queue.set_queue_max_len(num, QUEUE_MAX_LEN).map_err(configure)?;
+    queue
+        .set_queue_max_len(num, QUEUE_MAX_LEN)
+        .map_err(configure)?;
     Ok(BoundQueue { queue, num })
 }
 
@@ -103,7 +105,10 @@ pub struct Setup<S> {
     pub stats_every: Option<Duration>,
 }
 
-pub fn spawn<S: OwnerStore + Send + 'static>(queue: BoundQueue, setup: Setup<S>) -> io::Result<QueueHandle> {
+pub fn spawn<S: OwnerStore + Send + 'static>(
+    queue: BoundQueue,
+    setup: Setup<S>,
+) -> io::Result<QueueHandle> {
     install_wakeup_handler()?;
     let (tx, rx) = mpsc::channel();
     let stop = Arc::new(AtomicBool::new(false));
@@ -153,7 +158,12 @@ fn install_wakeup_handler() -> io::Result<()> {
     Ok(())
 }
 
-fn run<S: OwnerStore>(bound: BoundQueue, mut setup: Setup<S>, commands: mpsc::Receiver<Command>, stop: &AtomicBool) -> QueueStats {
+fn run<S: OwnerStore>(
+    bound: BoundQueue,
+    mut setup: Setup<S>,
+    commands: mpsc::Receiver<Command>,
+    stop: &AtomicBool,
+) -> QueueStats {
     let BoundQueue { mut queue, num } = bound;
     let mut stats = QueueStats::default();
     let mut last_stats = Instant::now();
@@ -171,7 +181,10 @@ fn run<S: OwnerStore>(bound: BoundQueue, mut setup: Setup<S>, commands: mpsc::Re
                 // what it could not deliver; keep serving the rest.
                 stats.recv_errors += 1;
                 if stats.recv_errors.is_power_of_two() {
-                    log::warn!("reading NFQUEUE {num} failed ({} times so far): {e}", stats.recv_errors);
+                    log::warn!(
+                        "reading NFQUEUE {num} failed ({} times so far): {e}",
+                        stats.recv_errors
+                    );
                 }
                 if e.raw_os_error() != Some(libc::ENOBUFS) {
                     // Not a burst but a broken socket: do not spin.
@@ -203,7 +216,10 @@ fn run<S: OwnerStore>(bound: BoundQueue, mut setup: Setup<S>, commands: mpsc::Re
                 None
             }
         };
-        let verdict = event.as_ref().map(|e| e.decision.verdict).unwrap_or(Verdict::Accept);
+        let verdict = event
+            .as_ref()
+            .map(|e| e.decision.verdict)
+            .unwrap_or(Verdict::Accept);
         match verdict {
             Verdict::Accept => {
                 stats.accepted += 1;
@@ -223,7 +239,10 @@ fn run<S: OwnerStore>(bound: BoundQueue, mut setup: Setup<S>, commands: mpsc::Re
         if let Err(e) = queue.verdict(msg) {
             stats.verdict_errors += 1;
             if stats.verdict_errors.is_power_of_two() {
-                log::warn!("sending a verdict to NFQUEUE {num} failed ({} times so far): {e}", stats.verdict_errors);
+                log::warn!(
+                    "sending a verdict to NFQUEUE {num} failed ({} times so far): {e}",
+                    stats.verdict_errors
+                );
             }
         }
         let elapsed = start.elapsed().as_nanos() as u64;

@@ -46,7 +46,9 @@ pub enum ReportError {
         #[source]
         source: io::Error,
     },
-    #[error("connecting to syslog failed: {0}. Is a syslog daemon or journald listening on /dev/log?")]
+    #[error(
+        "connecting to syslog failed: {0}. Is a syslog daemon or journald listening on /dev/log?"
+    )]
     Syslog(String),
 }
 
@@ -82,7 +84,11 @@ const COMMAND_WORDS: usize = 2;
 /// `'/bin/nc.openbsd' (or 'nc 192.168.58.1')`.
 pub fn who(p: &Process) -> String {
     let exe = p.exe.as_deref().unwrap_or("?");
-    format!("'{}' (or '{}')", escape(exe), escape(&p.command(COMMAND_WORDS)))
+    format!(
+        "'{}' (or '{}')",
+        escape(exe),
+        escape(&p.command(COMMAND_WORDS))
+    )
 }
 
 fn action_text(v: Verdict) -> String {
@@ -99,7 +105,9 @@ pub fn line(ev: &Event) -> Option<String> {
     let verdict = action_text(ev.decision.verdict);
     let t = tuple(&ev.key);
     let Some(p) = ev.process.as_deref() else {
-        return Some(format!("unknown program (no owner found) -> {verdict}. {t}"));
+        return Some(format!(
+            "unknown program (no owner found) -> {verdict}. {t}"
+        ));
     };
     let who = who(p);
     match ev.decision.reason {
@@ -116,7 +124,11 @@ pub fn line(ev: &Event) -> Option<String> {
 /// Per-packet detail for --debug.
 pub fn debug_line(ev: &Event) -> String {
     let (exe, pid, cmd) = match ev.process.as_deref() {
-        Some(p) => (p.exe.clone().unwrap_or_else(|| "?".into()), p.pid, p.command_line()),
+        Some(p) => (
+            p.exe.clone().unwrap_or_else(|| "?".into()),
+            p.pid,
+            p.command_line(),
+        ),
         None => ("?".into(), 0, String::new()),
     };
     format!(
@@ -141,7 +153,12 @@ pub struct Sinks {
 }
 
 impl Sinks {
-    pub fn open(stdout: bool, trace_file: Option<&Path>, use_syslog: bool, debug: bool) -> Result<Sinks, ReportError> {
+    pub fn open(
+        stdout: bool,
+        trace_file: Option<&Path>,
+        use_syslog: bool,
+        debug: bool,
+    ) -> Result<Sinks, ReportError> {
         let file = match trace_file {
             Some(path) => Some(
                 OpenOptions::new()
@@ -156,7 +173,11 @@ impl Sinks {
             ),
             None => None,
         };
-        let syslog = if use_syslog { Some(open_syslog()?) } else { None };
+        let syslog = if use_syslog {
+            Some(open_syslog()?)
+        } else {
+            None
+        };
         Ok(Sinks {
             stdout,
             file,
@@ -175,12 +196,17 @@ impl Sinks {
             let _ = writeln!(f, "{} - {line}", timestamp());
         }
         if let Some(s) = &mut self.syslog {
-            let _ = if blocked { s.warning(line) } else { s.info(line) };
+            let _ = if blocked {
+                s.warning(line)
+            } else {
+                s.info(line)
+            };
         }
     }
 }
 
-pub fn open_syslog() -> Result<syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>, ReportError> {
+pub fn open_syslog(
+) -> Result<syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>, ReportError> {
     let formatter = syslog::Formatter3164 {
         facility: syslog::Facility::LOG_DAEMON,
         hostname: None,
@@ -222,42 +248,50 @@ const RECENT_BLOCKS: usize = 1024;
 /// Starts the reporter thread. It ends when every sender is dropped.
 pub fn spawn(mut sinks: Sinks) -> io::Result<(mpsc::SyncSender<Event>, thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::sync_channel::<Event>(CHANNEL_CAPACITY);
-    let handle = thread::Builder::new().name("appfw-report".into()).spawn(move || {
-        let mut seen: HashSet<(String, u8, [u8; 16], u16)> = HashSet::new();
-        let mut recent: std::collections::VecDeque<(FlowKey, u32, std::time::Instant)> = Default::default();
-        for ev in rx {
-            if sinks.debug {
-                eprintln!("{}", debug_line(&ev));
+    let handle = thread::Builder::new()
+        .name("appfw-report".into())
+        .spawn(move || {
+            let mut seen: HashSet<(String, u8, [u8; 16], u16)> = HashSet::new();
+            let mut recent: std::collections::VecDeque<(FlowKey, u32, std::time::Instant)> =
+                Default::default();
+            for ev in rx {
+                if sinks.debug {
+                    eprintln!("{}", debug_line(&ev));
+                }
+                if let Verdict::Block(_) = ev.decision.verdict {
+                    let pid = ev.process.as_deref().map(|p| p.pid).unwrap_or(0);
+                    let now = std::time::Instant::now();
+                    while recent
+                        .front()
+                        .is_some_and(|(_, _, t)| now.duration_since(*t) > REPEAT_WINDOW)
+                    {
+                        recent.pop_front();
+                    }
+                    if recent.iter().any(|(k, p, _)| *k == ev.key && *p == pid) {
+                        continue;
+                    }
+                    if recent.len() >= RECENT_BLOCKS {
+                        recent.pop_front();
+                    }
+                    recent.push_back((ev.key, pid, now));
+                }
+                if ev.decision.reason == Reason::Monitor {
+                    let p = ev.process.as_deref();
+                    let name = p
+                        .map(|p| p.exe.clone().unwrap_or_else(|| p.comm.clone()))
+                        .unwrap_or_default();
+                    if seen.len() >= SEEN_CAPACITY {
+                        seen.clear();
+                    }
+                    if !seen.insert((name, ev.key.proto, ev.key.daddr, ev.key.dport)) {
+                        continue;
+                    }
+                }
+                if let Some(line) = line(&ev) {
+                    sinks.write(&line, matches!(ev.decision.verdict, Verdict::Block(_)));
+                }
             }
-            if let Verdict::Block(_) = ev.decision.verdict {
-                let pid = ev.process.as_deref().map(|p| p.pid).unwrap_or(0);
-                let now = std::time::Instant::now();
-                while recent.front().is_some_and(|(_, _, t)| now.duration_since(*t) > REPEAT_WINDOW) {
-                    recent.pop_front();
-                }
-                if recent.iter().any(|(k, p, _)| *k == ev.key && *p == pid) {
-                    continue;
-                }
-                if recent.len() >= RECENT_BLOCKS {
-                    recent.pop_front();
-                }
-                recent.push_back((ev.key, pid, now));
-            }
-            if ev.decision.reason == Reason::Monitor {
-                let p = ev.process.as_deref();
-                let name = p.map(|p| p.exe.clone().unwrap_or_else(|| p.comm.clone())).unwrap_or_default();
-                if seen.len() >= SEEN_CAPACITY {
-                    seen.clear();
-                }
-                if !seen.insert((name, ev.key.proto, ev.key.daddr, ev.key.dport)) {
-                    continue;
-                }
-            }
-            if let Some(line) = line(&ev) {
-                sinks.write(&line, matches!(ev.decision.verdict, Verdict::Block(_)));
-            }
-        }
-    })?;
+        })?;
     Ok((tx, handle))
 }
 
@@ -278,7 +312,12 @@ mod tests {
         })
     }
 
-    fn event(process: Option<Arc<Process>>, verdict: Verdict, reason: Reason, key: FlowKey) -> Event {
+    fn event(
+        process: Option<Arc<Process>>,
+        verdict: Verdict,
+        reason: Reason,
+        key: FlowKey,
+    ) -> Event {
         Event {
             key,
             source: Source::Ebpf,
@@ -290,8 +329,20 @@ mod tests {
 
     #[test]
     fn whitelist_drop_line_is_the_old_format() {
-        let key = FlowKey::v4(1, PROTO_TCP, [192, 168, 1, 12], 43400, [192, 168, 58, 1], 631);
-        let ev = event(Some(nc()), Verdict::Block(Action::Drop), Reason::NotInWhitelist, key);
+        let key = FlowKey::v4(
+            1,
+            PROTO_TCP,
+            [192, 168, 1, 12],
+            43400,
+            [192, 168, 58, 1],
+            631,
+        );
+        let ev = event(
+            Some(nc()),
+            Verdict::Block(Action::Drop),
+            Reason::NotInWhitelist,
+            key,
+        );
         assert_eq!(
             line(&ev).unwrap(),
             "'/bin/nc.openbsd' (or 'nc 192.168.58.1') is not in whitelist -> DROP. ('tcp', '192.168.1.12', 43400, '192.168.58.1', 631)"
@@ -301,7 +352,12 @@ mod tests {
     #[test]
     fn blacklist_reject_line() {
         let key = FlowKey::v4(1, PROTO_UDP, [198, 51, 100, 1], 5000, [198, 51, 100, 2], 53);
-        let ev = event(Some(nc()), Verdict::Block(Action::Reject), Reason::InBlacklist, key);
+        let ev = event(
+            Some(nc()),
+            Verdict::Block(Action::Reject),
+            Reason::InBlacklist,
+            key,
+        );
         assert_eq!(
             line(&ev).unwrap(),
             "'/bin/nc.openbsd' (or 'nc 192.168.58.1') is in blacklist -> REJECT. ('udp', '198.51.100.1', 5000, '198.51.100.2', 53)"
@@ -310,10 +366,19 @@ mod tests {
 
     #[test]
     fn ipv6_addresses_in_normal_form() {
-        let s = "2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
-        let d = "2001:db8::2".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let s = "2001:db8::1"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets();
+        let d = "2001:db8::2"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets();
         let key = FlowKey::v6(1, PROTO_TCP, s, 40000, d, 80);
-        assert_eq!(tuple(&key), "('tcp', '2001:db8::1', 40000, '2001:db8::2', 80)");
+        assert_eq!(
+            tuple(&key),
+            "('tcp', '2001:db8::1', 40000, '2001:db8::2', 80)"
+        );
     }
 
     #[test]
@@ -321,7 +386,10 @@ mod tests {
         let key = FlowKey::v4(1, PROTO_TCP, [198, 51, 100, 1], 1, [198, 51, 100, 2], 80);
         let l = line(&event(Some(nc()), Verdict::Accept, Reason::Monitor, key)).unwrap();
         assert!(l.contains("pid=4490 ppid=2817"), "{l}");
-        assert!(l.ends_with("-> ACCEPT. ('tcp', '198.51.100.1', 1, '198.51.100.2', 80)"), "{l}");
+        assert!(
+            l.ends_with("-> ACCEPT. ('tcp', '198.51.100.1', 1, '198.51.100.2', 80)"),
+            "{l}"
+        );
     }
 
     #[test]
@@ -334,8 +402,20 @@ mod tests {
     #[test]
     fn accepted_listed_programs_are_not_reported() {
         let key = FlowKey::v4(1, PROTO_TCP, [198, 51, 100, 1], 1, [198, 51, 100, 2], 80);
-        assert!(line(&event(Some(nc()), Verdict::Accept, Reason::InWhitelist, key)).is_none());
-        assert!(line(&event(Some(nc()), Verdict::Accept, Reason::NotInBlacklist, key)).is_none());
+        assert!(line(&event(
+            Some(nc()),
+            Verdict::Accept,
+            Reason::InWhitelist,
+            key
+        ))
+        .is_none());
+        assert!(line(&event(
+            Some(nc()),
+            Verdict::Accept,
+            Reason::NotInBlacklist,
+            key
+        ))
+        .is_none());
     }
 
     #[test]
@@ -344,9 +424,18 @@ mod tests {
         p.exe = Some("/tmp/x' -> ACCEPT.\n'/usr/bin/ok".into());
         p.args = vec!["evil\n2026-01-01 00:00:00 - '/usr/bin/ok'".into()];
         let key = FlowKey::v4(1, PROTO_TCP, [198, 51, 100, 1], 1, [198, 51, 100, 2], 80);
-        let l = line(&event(Some(Arc::new(p)), Verdict::Block(Action::Drop), Reason::InBlacklist, key)).unwrap();
+        let l = line(&event(
+            Some(Arc::new(p)),
+            Verdict::Block(Action::Drop),
+            Reason::InBlacklist,
+            key,
+        ))
+        .unwrap();
         assert!(!l.contains('\n'));
-        assert!(l.starts_with("'/tmp/x\\' -> ACCEPT.\\n\\'/usr/bin/ok' (or 'evil\\n2026"), "{l}");
+        assert!(
+            l.starts_with("'/tmp/x\\' -> ACCEPT.\\n\\'/usr/bin/ok' (or 'evil\\n2026"),
+            "{l}"
+        );
     }
 
     #[test]

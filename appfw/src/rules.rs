@@ -81,7 +81,9 @@ pub struct Rules {
 impl Rules {
     /// Installs the chain for both families, replacing any leftover one.
     pub fn install(queue_num: u16, bypass: bool) -> Result<Rules, RulesError> {
-        let mut installed = Rules { families: Vec::new() };
+        let mut installed = Rules {
+            families: Vec::new(),
+        };
         for family in [Family::V4, Family::V6] {
             match install_family(family, queue_num, bypass) {
                 Ok(()) => installed.families.push(family),
@@ -120,23 +122,77 @@ fn install_family(family: Family, queue_num: u16, bypass: bool) -> Result<(), Ru
     let queue = queue_num.to_string();
     let mark = format!("{REJECT_MARK:#x}");
     run(family, &["-w", "-N", CHAIN])?;
-    run(family, &["-w", "-A", CHAIN, "-m", "mark", "--mark", &mark, "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"])?;
-    run(family, &["-w", "-A", CHAIN, "-m", "mark", "--mark", &mark, "-j", "REJECT", "--reject-with", family.icmp_reject()])?;
+    run(
+        family,
+        &[
+            "-w",
+            "-A",
+            CHAIN,
+            "-m",
+            "mark",
+            "--mark",
+            &mark,
+            "-p",
+            "tcp",
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
+        ],
+    )?;
+    run(
+        family,
+        &[
+            "-w",
+            "-A",
+            CHAIN,
+            "-m",
+            "mark",
+            "--mark",
+            &mark,
+            "-j",
+            "REJECT",
+            "--reject-with",
+            family.icmp_reject(),
+        ],
+    )?;
     for proto in ["tcp", "udp"] {
-        let mut args = vec!["-w", "-A", CHAIN, "-p", proto, "-m", "conntrack", "--ctstate", "NEW", "-j", "NFQUEUE", "--queue-num", &queue];
+        let mut args = vec![
+            "-w",
+            "-A",
+            CHAIN,
+            "-p",
+            proto,
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "NEW",
+            "-j",
+            "NFQUEUE",
+            "--queue-num",
+            &queue,
+        ];
         if bypass {
             args.push("--queue-bypass");
         }
         run(family, &args)?;
     }
-    run(family, &["-w", "-I", "OUTPUT", "1", "!", "-o", "lo", "-j", CHAIN])?;
+    run(
+        family,
+        &["-w", "-I", "OUTPUT", "1", "!", "-o", "lo", "-j", CHAIN],
+    )?;
     Ok(())
 }
 
 /// Removes every jump to the chain and the chain itself; absent is fine.
 fn remove_family(family: Family) -> Result<(), RulesError> {
     // Each -D removes one jump; a crashed run may have left several.
-    while run(family, &["-w", "-D", "OUTPUT", "!", "-o", "lo", "-j", CHAIN]).is_ok() {}
+    while run(
+        family,
+        &["-w", "-D", "OUTPUT", "!", "-o", "lo", "-j", CHAIN],
+    )
+    .is_ok()
+    {}
     if run(family, &["-w", "-n", "-L", CHAIN]).is_ok() {
         run(family, &["-w", "-F", CHAIN])?;
         run(family, &["-w", "-X", CHAIN])?;

@@ -27,7 +27,8 @@ impl Default for QueueStats {
     fn default() -> Self {
         QueueStats {
             // 1 ns .. 60 s at 3 significant digits: allocated once, here.
-            latency: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds"),
+            latency: Histogram::new_with_bounds(1, 60_000_000_000, 3)
+                .expect("valid histogram bounds"),
             packets: 0,
             accepted: 0,
             blocked: 0,

@@ -94,7 +94,11 @@ const PENDING_FOR: Duration = Duration::from_millis(500);
 pub fn run(args: TraceArgs) -> Result<()> {
     system::require_root()?;
     let netns = system::netns_cookie()?;
-    let (maps, _programs, events) = bpf::load(bpf::Options { netns, events: true, kernel_debug: false })?;
+    let (maps, _programs, events) = bpf::load(bpf::Options {
+        netns,
+        events: true,
+        kernel_debug: false,
+    })?;
     let events = events.context("the event ring buffer was not created")?;
     let mut attributor = Attributor::new(maps, Mode::Ebpf);
     let mut diag = SockDiag::open().context("opening NETLINK_SOCK_DIAG")?;
@@ -103,7 +107,11 @@ pub fn run(args: TraceArgs) -> Result<()> {
     let limit = args.count.unwrap_or(u64::MAX);
     let mut pending: HashMap<u64, Pending> = HashMap::new();
 
-    let mut emit = |key: &FlowKey, owner: &Owner, source: Source, attributor: &mut Attributor<bpf::Maps>| -> io::Result<bool> {
+    let mut emit = |key: &FlowKey,
+                    owner: &Owner,
+                    source: Source,
+                    attributor: &mut Attributor<bpf::Maps>|
+     -> io::Result<bool> {
         let p = attributor.resolve_owner(owner);
         let line = Line::new(key, &p, source);
         if args.json {
@@ -204,9 +212,23 @@ fn flow_of(key: &FlowKey, local: SocketAddr, remote: SocketAddr) -> FlowKey {
     };
     if key.family == AF_INET && local.is_ipv4() {
         let (l, r) = (octets(local), octets(remote));
-        FlowKey::v4(key.netns, key.proto, [l[0], l[1], l[2], l[3]], local.port(), [r[0], r[1], r[2], r[3]], remote.port())
+        FlowKey::v4(
+            key.netns,
+            key.proto,
+            [l[0], l[1], l[2], l[3]],
+            local.port(),
+            [r[0], r[1], r[2], r[3]],
+            remote.port(),
+        )
     } else {
-        FlowKey::v6(key.netns, key.proto, octets(local), local.port(), octets(remote), remote.port())
+        FlowKey::v6(
+            key.netns,
+            key.proto,
+            octets(local),
+            local.port(),
+            octets(remote),
+            remote.port(),
+        )
     }
 }
 
@@ -230,7 +252,14 @@ mod tests {
 
     #[test]
     fn text_line_is_the_audit_parser_format() {
-        let key = FlowKey::v4(7, PROTO_TCP, [198, 51, 100, 1], 43400, [212, 227, 247, 84], 80);
+        let key = FlowKey::v4(
+            7,
+            PROTO_TCP,
+            [198, 51, 100, 1],
+            43400,
+            [212, 227, 247, 84],
+            80,
+        );
         assert_eq!(
             Line::new(&key, &curl(), Source::Ebpf).text(),
             "ebpf | exe=/usr/bin/curl, command=curl example.org, ppid=2817, pid=4490, uid=0, proto=tcp, family=02, address=212.227.247.84, port=80, sport=43400"
@@ -239,12 +268,22 @@ mod tests {
 
     #[test]
     fn json_line_has_the_documented_keys() {
-        let s = "2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
-        let d = "2001:db8::2".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let s = "2001:db8::1"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets();
+        let d = "2001:db8::2"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets();
         let key = FlowKey::v6(7, PROTO_UDP, s, 5000, d, 53);
-        let v: serde_json::Value = serde_json::to_value(Line::new(&key, &curl(), Source::CookieJoin)).unwrap();
+        let v: serde_json::Value =
+            serde_json::to_value(Line::new(&key, &curl(), Source::CookieJoin)).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-        for k in ["exe", "command", "pid", "ppid", "uid", "proto", "family", "saddr", "sport", "daddr", "dport", "netns", "source"] {
+        for k in [
+            "exe", "command", "pid", "ppid", "uid", "proto", "family", "saddr", "sport", "daddr",
+            "dport", "netns", "source",
+        ] {
             assert!(keys.contains(&k), "missing {k} in {v}");
         }
         assert_eq!(v["family"], "0A");

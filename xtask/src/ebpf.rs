@@ -23,29 +23,52 @@ pub fn build() -> Result<()> {
     let linker = ensure_bpf_linker()?;
     let mut cmd = Command::new("rustup");
     cmd.current_dir(root())
-        .args(["run", TOOLCHAIN, "cargo", "build", "--package", "appfw-ebpf", "--release"])
+        .args([
+            "run",
+            TOOLCHAIN,
+            "cargo",
+            "build",
+            "--package",
+            "appfw-ebpf",
+            "--release",
+        ])
         .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
         .env("CARGO_TARGET_BPFEL_UNKNOWN_NONE_LINKER", &linker)
         // BTF lets the kernel's verifier show source lines in its log.
-        .env("CARGO_ENCODED_RUSTFLAGS", "-Cdebuginfo=2\x1f-Clink-arg=--btf");
-    for key in ["RUSTC", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "RUSTUP_TOOLCHAIN", "CARGO"] {
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            "-Cdebuginfo=2\x1f-Clink-arg=--btf",
+        );
+    for key in [
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTUP_TOOLCHAIN",
+        "CARGO",
+    ] {
         cmd.env_remove(key);
     }
     run_cmd(&mut cmd).context("building appfw-ebpf")?;
     let object = root().join("target/bpfel-unknown-none/release/appfw-ebpf");
     if !object.exists() {
-        bail!("the eBPF build finished but {} is missing", object.display());
+        bail!(
+            "the eBPF build finished but {} is missing",
+            object.display()
+        );
     }
     Ok(())
 }
 
 fn rustup(args: &[&str]) -> Result<String> {
-    let out = Command::new("rustup")
-        .args(args)
-        .output()
-        .context("running rustup (appfw's eBPF build needs rustup to manage the nightly toolchain)")?;
+    let out = Command::new("rustup").args(args).output().context(
+        "running rustup (appfw's eBPF build needs rustup to manage the nightly toolchain)",
+    )?;
     if !out.status.success() {
-        bail!("rustup {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "rustup {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -90,8 +113,14 @@ fn ensure_bpf_linker() -> Result<PathBuf> {
     let linker = tools.join("bin/bpf-linker");
     let stamp = tools.join("bpf-linker.llvm");
     let (major, sysroot) = nightly_llvm()?;
-    let built_for: Option<u32> = fs::read_to_string(&stamp).ok().and_then(|s| s.trim().parse().ok());
-    let works = Command::new(&linker).arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+    let built_for: Option<u32> = fs::read_to_string(&stamp)
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    let works = Command::new(&linker)
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if works && built_for == Some(major) {
         return Ok(linker);
     }
@@ -103,12 +132,33 @@ fn ensure_bpf_linker() -> Result<PathBuf> {
     link_llvm(&sysroot, major, &prefix.join("lib"))?;
     let feature = format!("llvm-{major}");
     let mut cmd = Command::new("rustup");
-    cmd.args(["run", "stable", "cargo", "install", "bpf-linker", "--locked", "--force"])
-        .args(["--version", BPF_LINKER_VERSION, "--no-default-features", "--features", &feature])
-        .arg("--root")
-        .arg(&tools)
-        .env("LLVM_PREFIX", &prefix);
-    for key in ["RUSTC", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "RUSTUP_TOOLCHAIN", "CARGO", "CARGO_TARGET_DIR"] {
+    cmd.args([
+        "run",
+        "stable",
+        "cargo",
+        "install",
+        "bpf-linker",
+        "--locked",
+        "--force",
+    ])
+    .args([
+        "--version",
+        BPF_LINKER_VERSION,
+        "--no-default-features",
+        "--features",
+        &feature,
+    ])
+    .arg("--root")
+    .arg(&tools)
+    .env("LLVM_PREFIX", &prefix);
+    for key in [
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTUP_TOOLCHAIN",
+        "CARGO",
+        "CARGO_TARGET_DIR",
+    ] {
         cmd.env_remove(key);
     }
     run_cmd(&mut cmd).with_context(|| {
@@ -128,13 +178,18 @@ fn link_llvm(sysroot: &Path, major: u32, lib: &Path) -> Result<()> {
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&wanted)))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&wanted))
+        })
         .with_context(|| format!("nightly's sysroot {} has no {wanted}*", dir.display()))?;
     fs::create_dir_all(lib)?;
     let name = so.file_name().expect("a file name").to_owned();
     for link in [lib.join("libLLVM.so"), lib.join(&name)] {
         let _ = fs::remove_file(&link);
-        std::os::unix::fs::symlink(&so, &link).with_context(|| format!("linking {}", link.display()))?;
+        std::os::unix::fs::symlink(&so, &link)
+            .with_context(|| format!("linking {}", link.display()))?;
     }
     Ok(())
 }

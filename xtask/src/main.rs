@@ -72,7 +72,12 @@ pub fn run_cmd(cmd: &mut Command) -> Result<()> {
 pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(root());
-    for key in ["RUSTC", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_ENCODED_RUSTFLAGS"] {
+    for key in [
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_ENCODED_RUSTFLAGS",
+    ] {
         cmd.env_remove(key);
     }
     cmd
@@ -96,7 +101,9 @@ fn run(args: Vec<String>) -> Result<()> {
         c
     };
     cmd.args(&args);
-    let status = cmd.status().with_context(|| format!("running {}", bin.display()))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {}", bin.display()))?;
     std::process::exit(status.code().unwrap_or(1));
 }
 

@@ -52,7 +52,12 @@ pub fn ensure_iptables(optional: bool) -> Result<()> {
 /// What the integration tests run besides appfw.
 pub fn check_test_tools() -> Result<()> {
     let mut missing = Vec::new();
-    if !Command::new("ip").args(["-V"]).output().map(|o| o.status.success()).unwrap_or(false) {
+    if !Command::new("ip")
+        .args(["-V"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+    {
         missing.push("ip (iproute2)");
     }
     for tool in ["curl", "python3"] {
@@ -61,7 +66,10 @@ pub fn check_test_tools() -> Result<()> {
         }
     }
     if !missing.is_empty() {
-        bail!("the integration tests need {}; install them (apt-get install iproute2 curl python3)", missing.join(", "));
+        bail!(
+            "the integration tests need {}; install them (apt-get install iproute2 curl python3)",
+            missing.join(", ")
+        );
     }
     Ok(())
 }

@@ -135,7 +135,9 @@ impl<S: OwnerStore> Attributor<S> {
     pub fn attribute(&mut self, key: &FlowKey) -> Attribution {
         let (source, process) = match self.mode {
             Mode::Ebpf => match self.kernel_owner(key) {
-                Some((source, owner)) => (source, Some(self.processes.resolve(&owner, &self.store))),
+                Some((source, owner)) => {
+                    (source, Some(self.processes.resolve(&owner, &self.store)))
+                }
                 None => self.fallback(key),
             },
             Mode::ProcfsOnly => self.fallback(key),
@@ -166,7 +168,9 @@ impl<S: OwnerStore> Attributor<S> {
             None => match sock_diag::SockDiag::open() {
                 Ok(d) => self.diag.insert(d),
                 Err(e) => {
-                    log::warn!("sock_diag unavailable, connected UDP sockets fall back to /proc: {e}");
+                    log::warn!(
+                        "sock_diag unavailable, connected UDP sockets fall back to /proc: {e}"
+                    );
                     return None;
                 }
             },
@@ -176,11 +180,11 @@ impl<S: OwnerStore> Attributor<S> {
             // Gone from the socket table: sock_release recorded its flow
             // before unhashing it (IPv6 with the source unspecified), so
             // the map has it now.
-            Ok(None) => self
-                .store
-                .flow(key)
-                .map(|o| (Source::Ebpf, o))
-                .or_else(|| self.store.flow(&key.without_saddr()).map(|o| (Source::EbpfWildcard, o))),
+            Ok(None) => self.store.flow(key).map(|o| (Source::Ebpf, o)).or_else(|| {
+                self.store
+                    .flow(&key.without_saddr())
+                    .map(|o| (Source::EbpfWildcard, o))
+            }),
             Err(e) => {
                 log::debug!("sock_diag lookup failed: {e}");
                 None
@@ -190,7 +194,10 @@ impl<S: OwnerStore> Attributor<S> {
 
     fn fallback(&mut self, key: &FlowKey) -> (Source, Option<Arc<Process>>) {
         match procfs::find_owner(key) {
-            Some(found) => (Source::Procfs, Some(self.processes.resolve_live(found.pid, found.uid))),
+            Some(found) => (
+                Source::Procfs,
+                Some(self.processes.resolve_live(found.pid, found.uid)),
+            ),
             None => (Source::Unknown, None),
         }
     }
@@ -274,10 +281,10 @@ pub(crate) mod tests {
         let k = key(6, [198, 51, 100, 1]);
         store.flows.insert(k, owner(GONE, 100, 200));
         store.starts.insert(GONE, 100);
-        store
-            .procs
-            .borrow_mut()
-            .insert(ProcKey::new(GONE, 100), record(100, 1, "/nonexistent/nc", &["nc", "198.51.100.2"]));
+        store.procs.borrow_mut().insert(
+            ProcKey::new(GONE, 100),
+            record(100, 1, "/nonexistent/nc", &["nc", "198.51.100.2"]),
+        );
         let mut a = Attributor::new(store, Mode::Ebpf);
         let got = a.attribute(&k);
         assert_eq!(got.source, Source::Ebpf);
@@ -317,14 +324,14 @@ pub(crate) mod tests {
         let k = key(6, [198, 51, 100, 1]);
         store.flows.insert(k, owner(GONE, 100, 150));
         store.starts.insert(GONE, 500);
-        store
-            .procs
-            .borrow_mut()
-            .insert(ProcKey::new(GONE, 100), record(100, 1, "/nonexistent/old", &["old"]));
-        store
-            .procs
-            .borrow_mut()
-            .insert(ProcKey::new(GONE, 500), record(500, 1, "/nonexistent/new", &["new"]));
+        store.procs.borrow_mut().insert(
+            ProcKey::new(GONE, 100),
+            record(100, 1, "/nonexistent/old", &["old"]),
+        );
+        store.procs.borrow_mut().insert(
+            ProcKey::new(GONE, 500),
+            record(500, 1, "/nonexistent/new", &["new"]),
+        );
         let mut a = Attributor::new(store, Mode::Ebpf);
         let p = a.attribute(&k).process.unwrap();
         assert_eq!(p.exe.as_deref(), Some("/nonexistent/old"));
@@ -351,10 +358,10 @@ pub(crate) mod tests {
         store.flows.insert(k1, owner(GONE, 100, 150));
         store.flows.insert(k2, owner(GONE, 100, 160));
         store.starts.insert(GONE, 100);
-        store
-            .procs
-            .borrow_mut()
-            .insert(ProcKey::new(GONE, 100), record(100, 1, "/nonexistent/a", &["a"]));
+        store.procs.borrow_mut().insert(
+            ProcKey::new(GONE, 100),
+            record(100, 1, "/nonexistent/a", &["a"]),
+        );
         let mut a = Attributor::new(store, Mode::Ebpf);
         let p1 = a.attribute(&k1).process.unwrap();
         // Remove the record: a second lookup must come from the cache.

@@ -47,7 +47,12 @@ impl Process {
         if self.args.is_empty() {
             return self.comm.clone();
         }
-        self.args.iter().take(n).map(String::as_str).collect::<Vec<_>>().join(" ")
+        self.args
+            .iter()
+            .take(n)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// The whole command line.

@@ -55,11 +55,19 @@ fn table(name: &str) -> Vec<(SocketAddr, SocketAddr, u64, u32)> {
     let si = procfs::current_system_info();
     if name.starts_with("tcp") {
         TcpNetEntries::from_file(&path, si)
-            .map(|t| t.0.into_iter().map(|e| (e.local_address, e.remote_address, e.inode, e.uid)).collect())
+            .map(|t| {
+                t.0.into_iter()
+                    .map(|e| (e.local_address, e.remote_address, e.inode, e.uid))
+                    .collect()
+            })
             .unwrap_or_default()
     } else {
         UdpNetEntries::from_file(&path, si)
-            .map(|t| t.0.into_iter().map(|e| (e.local_address, e.remote_address, e.inode, e.uid)).collect())
+            .map(|t| {
+                t.0.into_iter()
+                    .map(|e| (e.local_address, e.remote_address, e.inode, e.uid))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -88,9 +96,9 @@ pub fn best_match(
     remote: SocketAddr,
     rows: &[(SocketAddr, SocketAddr, u64, u32)],
 ) -> Option<(u64, u32)> {
-    let exact = rows.iter().find(|(l, r, inode, _)| {
-        *inode != 0 && same(l, &local) && same(r, &remote)
-    });
+    let exact = rows
+        .iter()
+        .find(|(l, r, inode, _)| *inode != 0 && same(l, &local) && same(r, &remote));
     if let Some((_, _, inode, uid)) = exact {
         return Some((*inode, *uid));
     }
@@ -110,7 +118,10 @@ pub fn best_match(
 
 fn unmapped(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     }
 }
@@ -148,22 +159,50 @@ mod tests {
             (sa("0.0.0.0:5000"), sa("0.0.0.0:0"), 11, 0),
             (sa("198.51.100.1:5000"), sa("198.51.100.2:53"), 22, 1000),
         ];
-        let got = best_match(PROTO_UDP, sa("198.51.100.1:5000"), sa("198.51.100.2:53"), &rows);
+        let got = best_match(
+            PROTO_UDP,
+            sa("198.51.100.1:5000"),
+            sa("198.51.100.2:53"),
+            &rows,
+        );
         assert_eq!(got, Some((22, 1000)));
     }
 
     #[test]
     fn unconnected_udp_socket_matches_by_port() {
         let rows = vec![(sa("0.0.0.0:5000"), sa("0.0.0.0:0"), 11, 0)];
-        let got = best_match(PROTO_UDP, sa("198.51.100.1:5000"), sa("198.51.100.2:53"), &rows);
+        let got = best_match(
+            PROTO_UDP,
+            sa("198.51.100.1:5000"),
+            sa("198.51.100.2:53"),
+            &rows,
+        );
         assert_eq!(got, Some((11, 0)));
-        assert_eq!(best_match(PROTO_TCP, sa("198.51.100.1:5000"), sa("198.51.100.2:53"), &rows), None);
+        assert_eq!(
+            best_match(
+                PROTO_TCP,
+                sa("198.51.100.1:5000"),
+                sa("198.51.100.2:53"),
+                &rows
+            ),
+            None
+        );
     }
 
     #[test]
     fn v4_mapped_rows_match_v4_flows() {
-        let rows = vec![(sa("[::ffff:198.51.100.1]:5000"), sa("[::ffff:198.51.100.2]:80"), 33, 0)];
-        let got = best_match(PROTO_TCP, sa("198.51.100.1:5000"), sa("198.51.100.2:80"), &rows);
+        let rows = vec![(
+            sa("[::ffff:198.51.100.1]:5000"),
+            sa("[::ffff:198.51.100.2]:80"),
+            33,
+            0,
+        )];
+        let got = best_match(
+            PROTO_TCP,
+            sa("198.51.100.1:5000"),
+            sa("198.51.100.2:80"),
+            &rows,
+        );
         assert_eq!(got, Some((33, 0)));
     }
 }

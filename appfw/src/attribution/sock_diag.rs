@@ -45,7 +45,11 @@ impl SockDiag {
     /// The cookie of the UDP socket sending `key`, if it still exists.
     pub fn udp_cookie(&mut self, key: &FlowKey) -> io::Result<Option<u64>> {
         let (local, remote) = endpoints(key);
-        let family = if key.family == AF_INET { DIAG_AF_INET } else { DIAG_AF_INET6 };
+        let family = if key.family == AF_INET {
+            DIAG_AF_INET
+        } else {
+            DIAG_AF_INET6
+        };
         // udp_dump_one() looks sockets up as if receiving a datagram: the
         // kernel treats idiag_src as the packet's source (our remote end)
         // and idiag_dst as its destination (our local end), unlike TCP.
@@ -84,8 +88,9 @@ impl SockDiag {
             let n = self.socket.recv(&mut &mut self.recv[..], 0)?;
             let mut offset = 0;
             while offset < n {
-                let reply = <NetlinkMessage<SockDiagMessage>>::deserialize(&self.recv[offset..n])
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                let reply =
+                    <NetlinkMessage<SockDiagMessage>>::deserialize(&self.recv[offset..n])
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
                 let step = reply.header.length as usize;
                 if reply.header.sequence_number == self.seq {
                     match reply.payload {
@@ -146,7 +151,11 @@ impl SockDiag {
         cookie: u64,
     ) -> io::Result<Option<(std::net::SocketAddr, std::net::SocketAddr)>> {
         use netlink_packet_core::NLM_F_DUMP;
-        let mut socket_id = if family == AF_INET { SocketId::new_v4() } else { SocketId::new_v6() };
+        let mut socket_id = if family == AF_INET {
+            SocketId::new_v4()
+        } else {
+            SocketId::new_v6()
+        };
         socket_id.cookie = [0xff; 8];
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
@@ -155,7 +164,11 @@ impl SockDiag {
         let mut msg = NetlinkMessage::new(
             header,
             SockDiagMessage::InetRequest(InetRequest {
-                family: if family == AF_INET { DIAG_AF_INET } else { DIAG_AF_INET6 },
+                family: if family == AF_INET {
+                    DIAG_AF_INET
+                } else {
+                    DIAG_AF_INET6
+                },
                 protocol: IPPROTO_UDP,
                 extensions: ExtensionFlags::empty(),
                 states: StateFlags::all(),
@@ -176,8 +189,9 @@ impl SockDiag {
             let n = self.socket.recv(&mut &mut self.recv[..], 0)?;
             let mut offset = 0;
             while offset < n {
-                let reply = <NetlinkMessage<SockDiagMessage>>::deserialize(&self.recv[offset..n])
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                let reply =
+                    <NetlinkMessage<SockDiagMessage>>::deserialize(&self.recv[offset..n])
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
                 let step = reply.header.length as usize;
                 if reply.header.sequence_number == self.seq {
                     match reply.payload {
@@ -186,7 +200,10 @@ impl SockDiag {
                             if found.is_none() && self::cookie(id.cookie) == cookie {
                                 found = Some((
                                     std::net::SocketAddr::new(id.source_address, id.source_port),
-                                    std::net::SocketAddr::new(id.destination_address, id.destination_port),
+                                    std::net::SocketAddr::new(
+                                        id.destination_address,
+                                        id.destination_port,
+                                    ),
                                 ));
                             }
                         }

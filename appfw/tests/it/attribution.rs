@@ -14,7 +14,12 @@ use crate::testbed::*;
 /// Loads the kernel programs for the namespace of the calling thread.
 fn load() -> bpf::Maps {
     let netns = appfw::system::netns_cookie().unwrap();
-    let (maps, programs, _) = bpf::load(bpf::Options { netns, events: false, kernel_debug: false }).unwrap();
+    let (maps, programs, _) = bpf::load(bpf::Options {
+        netns,
+        events: false,
+        kernel_debug: false,
+    })
+    .unwrap();
     // The programs stay attached for the rest of the test process; each
     // test's namespace filter keeps them from recording anything else.
     std::mem::forget(programs);
@@ -25,6 +30,7 @@ struct Outcome {
     source: Source,
     process: Option<Arc<Process>>,
     pid: u32,
+    parent: Option<u32>,
 }
 
 /// Runs client `mode` against `host:port` and attributes its flow.
@@ -38,17 +44,33 @@ fn attribute(bed: &Bed, attribution: Mode, mode: &str, host: &str, port: u16) ->
             client.wait_exit();
         }
         let got = a.attribute(&key);
-        let pid = client.report.pid;
+        let (pid, parent) = (client.report.pid, client.report.parent);
         client.finish();
-        Outcome { source: got.source, process: got.process, pid }
+        Outcome {
+            source: got.source,
+            process: got.process,
+            pid,
+            parent,
+        }
     })
 }
 
 fn assert_attributed(o: &Outcome, sources: &[Source]) {
-    assert!(sources.contains(&o.source), "attributed through {:?}, expected one of {sources:?}", o.source);
-    let p = o.process.as_deref().unwrap_or_else(|| panic!("no process attributed (source {:?})", o.source));
+    assert!(
+        sources.contains(&o.source),
+        "attributed through {:?}, expected one of {sources:?}",
+        o.source
+    );
+    let p = o
+        .process
+        .as_deref()
+        .unwrap_or_else(|| panic!("no process attributed (source {:?})", o.source));
     assert_eq!(p.pid, o.pid, "wrong pid: {p:?}");
-    assert_eq!(p.exe.as_deref(), Some(python_exe().as_str()), "wrong executable: {p:?}");
+    assert_eq!(
+        p.exe.as_deref(),
+        Some(python_exe().as_str()),
+        "wrong executable: {p:?}"
+    );
 }
 
 fn ebpf_scenario(mode: &str, host: &str, port: u16, sources: &[Source]) {
@@ -91,14 +113,24 @@ fn udp_connected_v6() {
 
 #[test]
 fn short_lived_udp_sender_is_named_after_it_exited() {
-    ebpf_scenario("udp-sendto-exit", SERVER_V4, UDP_PORT, &[Source::EbpfWildcard]);
+    ebpf_scenario(
+        "udp-sendto-exit",
+        SERVER_V4,
+        UDP_PORT,
+        &[Source::EbpfWildcard],
+    );
 }
 
 #[test]
 fn short_lived_connected_udp_sender_is_named_after_it_exited() {
     // The socket is gone from the kernel's tables: sock_release recorded it.
     ebpf_scenario("udp-connected-exit", SERVER_V4, UDP_PORT, &[Source::Ebpf]);
-    ebpf_scenario("udp-connected-exit", SERVER_V6, UDP_PORT, &[Source::EbpfWildcard]);
+    ebpf_scenario(
+        "udp-connected-exit",
+        SERVER_V6,
+        UDP_PORT,
+        &[Source::EbpfWildcard],
+    );
 }
 
 #[test]
@@ -107,6 +139,11 @@ fn child_after_fork_is_the_owner() {
     bed.serve();
     let o = attribute(&bed, Mode::Ebpf, "tcp-fork", SERVER_V4, HTTP_PORT);
     assert_attributed(&o, &[Source::Ebpf]);
+    assert_eq!(
+        o.process.unwrap().ppid,
+        o.parent.unwrap(),
+        "the child's parent is the forking python3"
+    );
 }
 
 #[test]
@@ -126,15 +163,29 @@ fn same_tuple_in_two_namespaces_has_two_owners() {
     const SPORT: u16 = 40123;
     // One loader recording every namespace, so both flows are in one map
     // and only the namespace part of the key tells them apart.
-    let (maps, programs, _) = bpf::load(bpf::Options { netns: 0, events: false, kernel_debug: false }).unwrap();
+    let (maps, programs, _) = bpf::load(bpf::Options {
+        netns: 0,
+        events: false,
+        kernel_debug: false,
+    })
+    .unwrap();
     let mut attributor = Attributor::new(maps, Mode::Ebpf);
     let ca = a.client_from("tcp", SERVER_V4, HTTP_PORT, Some(SPORT));
     let cb = b.client_from("tcp", SERVER_V4, HTTP_PORT, Some(SPORT));
     let (ka, kb) = (ca.flow_key(), cb.flow_key());
     assert_ne!(ka.netns, kb.netns);
-    assert_eq!((ka.saddr, ka.sport, ka.daddr, ka.dport), (kb.saddr, kb.sport, kb.daddr, kb.dport));
-    let pa = attributor.attribute(&ka).process.expect("owner in namespace a");
-    let pb = attributor.attribute(&kb).process.expect("owner in namespace b");
+    assert_eq!(
+        (ka.saddr, ka.sport, ka.daddr, ka.dport),
+        (kb.saddr, kb.sport, kb.daddr, kb.dport)
+    );
+    let pa = attributor
+        .attribute(&ka)
+        .process
+        .expect("owner in namespace a");
+    let pb = attributor
+        .attribute(&kb)
+        .process
+        .expect("owner in namespace b");
     assert_eq!(pa.pid, ca.report.pid);
     assert_eq!(pb.pid, cb.report.pid);
     ca.finish();
@@ -165,12 +216,25 @@ fn procfs_fallback_alone() {
     let mut lines = Vec::new();
     for (mode, host, port) in scenarios {
         let o = attribute(&bed, Mode::ProcfsOnly, mode, host, port);
-        let ok = o.process.as_deref().is_some_and(|p| p.pid == o.pid && p.exe.as_deref() == Some(python_exe().as_str()));
+        let ok = o
+            .process
+            .as_deref()
+            .is_some_and(|p| p.pid == o.pid && p.exe.as_deref() == Some(python_exe().as_str()));
         right += usize::from(ok);
-        lines.push(format!("  {mode:<20} {host:<14} {}", if ok { "right" } else { "wrong/none" }));
+        lines.push(format!(
+            "  {mode:<20} {host:<14} {}",
+            if ok { "right" } else { "wrong/none" }
+        ));
         if mode == "tcp" && host == SERVER_V4 {
-            assert!(ok, "the /proc fallback must attribute a live TCP connection");
+            assert!(
+                ok,
+                "the /proc fallback must attribute a live TCP connection"
+            );
         }
     }
-    eprintln!("/proc fallback alone: {right} of {} scenarios right\n{}", scenarios.len(), lines.join("\n"));
+    eprintln!(
+        "/proc fallback alone: {right} of {} scenarios right\n{}",
+        scenarios.len(),
+        lines.join("\n")
+    );
 }

@@ -14,9 +14,19 @@ fn help_shows_every_flag() {
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in [
-        "-h, --help", "-v, --version", "-d, --daemon", "--debug", "-w, --whitelist", "-b, --blacklist",
-        "-m, --monitor", "-l, --log", "-t, --trace <FILENAME>", "-c, --config <CONFIG>", "--queue-num <N>",
-        "--no-rules", "trace",
+        "-h, --help",
+        "-v, --version",
+        "-d, --daemon",
+        "--debug",
+        "-w, --whitelist",
+        "-b, --blacklist",
+        "-m, --monitor",
+        "-l, --log",
+        "-t, --trace <FILENAME>",
+        "-c, --config <CONFIG>",
+        "--queue-num <N>",
+        "--no-rules",
+        "trace",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
@@ -26,7 +36,10 @@ fn help_shows_every_flag() {
 fn version_flag() {
     let out = appfw(&["-v"]);
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("appfw {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("appfw {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
@@ -39,17 +52,29 @@ fn modes_exclude_each_other() {
 #[test]
 fn bad_config_names_file_line_and_key() {
     let dir = tempdir("badcfg");
-    let path = write_config(&dir, "[global]\nqueue-num = 1\nblacklist = [\"/usr/bin/wget\", \"bin/nc\"]\n");
+    let path = write_config(
+        &dir,
+        "[global]\nqueue-num = 1\nblacklist = [\"/usr/bin/wget\", \"bin/nc\"]\n",
+    );
     let out = appfw(&["-c", path.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("{}:3: key `global.blacklist`", path.display())), "{err}");
+    assert!(
+        err.contains(&format!("{}:3: key `global.blacklist`", path.display())),
+        "{err}"
+    );
     assert!(err.contains("relative path"), "{err}");
 
     let path = write_config(&dir, "[global]\nqueue_num = 1\n");
     let err = String::from_utf8_lossy(&appfw(&["-c", path.to_str().unwrap()]).stderr).into_owned();
-    assert!(err.contains(":2: key `global.queue_num`: unknown field"), "{err}");
-    assert!(err.contains("queue-num"), "the valid keys are listed: {err}");
+    assert!(
+        err.contains(":2: key `global.queue_num`: unknown field"),
+        "{err}"
+    );
+    assert!(
+        err.contains("queue-num"),
+        "the valid keys are listed: {err}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -69,7 +94,10 @@ fn config_writable_by_others_is_refused() {
     let out = appfw(&["-c", path.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("writable by every user") && err.contains("chmod go-w"), "{err}");
+    assert!(
+        err.contains("writable by every user") && err.contains("chmod go-w"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -15,7 +15,8 @@ use crate::testbed::*;
 fn with_private_syslog(bed: &Bed, args: &str) -> (std::process::Child, UnixDatagram) {
     let sock_path = bed.dir.join("log.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let script = format!(
         "mount -t tmpfs tmpfs /dev && ln -s {} /dev/log && mknod -m 666 /dev/null c 1 3 && exec ip netns exec {} {} {}",
         sock_path.display(),
@@ -48,7 +49,10 @@ fn syslog_gets_the_drop_line_with_facility_daemon() {
     });
     // <28>: facility daemon (3) * 8 + severity warning (4).
     assert!(msg.starts_with("<28>"), "{msg}");
-    assert!(msg.contains(" appfw[") && msg.contains("'/usr/bin/curl'"), "{msg}");
+    assert!(
+        msg.contains(" appfw[") && msg.contains("'/usr/bin/curl'"),
+        "{msg}"
+    );
     // SAFETY: our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = child.wait();
@@ -64,21 +68,50 @@ fn daemon_mode_detaches_writes_pid_file_and_cleans_up() {
     // The parent returns once the daemon runs (or fails, with its reason).
     let out = bed
         .in_client(appfw_bin())
-        .args(["-d", "-b", "-c", cfg.to_str().unwrap(), "-t", trace.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap()])
+        .args([
+            "-d",
+            "-b",
+            "-c",
+            cfg.to_str().unwrap(),
+            "-t",
+            trace.to_str().unwrap(),
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "appfw -d failed: {}", String::from_utf8_lossy(&out.stderr));
-    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    assert!(
+        out.status.success(),
+        "appfw -d failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
     // Own session, not a session leader (double fork), no terminal.
     let (sid, tty) = (fields[3].parse::<i32>().unwrap(), fields[4]);
     assert_ne!(sid, pid, "the daemon must not be a session leader");
     assert_eq!(tty, "0", "the daemon must have no controlling terminal");
     assert!(!bed.curl(SERVER_V4, 2.0).status.success());
-    wait_for(Duration::from_secs(5), "the DROP line in the trace file", || {
-        std::fs::read_to_string(&trace).ok().filter(|t| t.contains("is in blacklist -> DROP.")).map(|_| ())
-    });
+    wait_for(
+        Duration::from_secs(5),
+        "the DROP line in the trace file",
+        || {
+            std::fs::read_to_string(&trace)
+                .ok()
+                .filter(|t| t.contains("is in blacklist -> DROP."))
+                .map(|_| ())
+        },
+    );
     // SAFETY: the daemon we started.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     wait_for(Duration::from_secs(10), "the daemon to exit", || {
@@ -97,7 +130,15 @@ fn daemon_mode_reports_startup_failure() {
     let first = Daemon::start(&bed, &["-m", "--queue-num", "65535", "--no-rules"], None);
     let out = bed
         .in_client(appfw_bin())
-        .args(["-d", "-m", "--queue-num", "65535", "--no-rules", "--pid-file", pid_file.to_str().unwrap()])
+        .args([
+            "-d",
+            "-m",
+            "--queue-num",
+            "65535",
+            "--no-rules",
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+        ])
         .args(["-t", trace.to_str().unwrap()])
         .output()
         .unwrap();
@@ -120,12 +161,26 @@ fn debug_prints_packets_and_kernel_events_and_exit_histogram() {
         (e.matches("source=ebpf").count() >= 20 && e.contains("exe='/usr/bin/curl'")).then_some(())
     });
     wait_for(Duration::from_secs(5), "the kernel's debug line", || {
-        d.stderr_text().contains("appfw: tcp connect pid").then_some(())
+        d.stderr_text()
+            .contains("appfw: tcp connect pid")
+            .then_some(())
     });
     let err = d.stop();
-    let summary = err.lines().find(|l| l.contains("verdict latency over")).expect("histogram at exit").to_owned();
+    let summary = err
+        .lines()
+        .find(|l| l.contains("verdict latency over"))
+        .expect("histogram at exit")
+        .to_owned();
     // e.g. "verdict latency over 20 packets: p50 41.2 us, ..."
-    let count: u64 = summary.split("over ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    let count: u64 = summary
+        .split("over ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(count >= 20, "{summary}");
     eprintln!("{summary}");
 }

@@ -4,8 +4,8 @@
 //! One file per user-visible feature; `testbed` builds the network.
 
 mod attribution;
-mod verdicts;
-mod trace;
 mod cli;
 mod logging;
 mod testbed;
+mod trace;
+mod verdicts;

@@ -63,7 +63,10 @@ pub fn python() -> &'static str {
 
 /// What /proc/PID/exe shows for [`python`] (symlinks resolved).
 pub fn python_exe() -> String {
-    fs::canonicalize(python()).unwrap().to_string_lossy().into_owned()
+    fs::canonicalize(python())
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
 }
 
 pub fn curl() -> &'static str {
@@ -83,7 +86,10 @@ pub struct Bed {
 }
 
 fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("running ip (iproute2)");
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("running ip (iproute2)");
     assert!(
         out.status.success(),
         "ip {} failed: {}",
@@ -113,10 +119,35 @@ impl Bed {
         ip(&["netns", "add", &bed.server]);
         // Created inside the namespaces: no interface ever appears in the
         // root namespace.
-        ip(&["-n", &bed.client, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &bed.server]);
-        for (ns, v4, v6) in [(&bed.client, CLIENT_V4, CLIENT_V6), (&bed.server, SERVER_V4, SERVER_V6)] {
+        ip(&[
+            "-n",
+            &bed.client,
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &bed.server,
+        ]);
+        for (ns, v4, v6) in [
+            (&bed.client, CLIENT_V4, CLIENT_V6),
+            (&bed.server, SERVER_V4, SERVER_V6),
+        ] {
             ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", "eth0"]);
-            ip(&["-n", ns, "addr", "add", &format!("{v6}/64"), "dev", "eth0", "nodad"]);
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
             ip(&["-n", ns, "link", "set", "eth0", "up"]);
         }
@@ -134,7 +165,9 @@ impl Bed {
             .spawn()
             .expect("starting the test servers");
         let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         assert_eq!(line.trim(), "ready", "test servers did not start");
         self.children.push(child);
         self
@@ -164,7 +197,9 @@ while True:
             .spawn()
             .expect("starting the DNS listener");
         let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         assert_eq!(line.trim(), "ready", "DNS listener did not start");
         self.children.push(child);
         self
@@ -235,10 +270,17 @@ while True:
             .spawn()
             .expect("starting the test client");
         let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-        let report: Report = serde_json::from_str(&line).unwrap_or_else(|e| panic!("client {mode} reported {line:?}: {e}"));
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let report: Report = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("client {mode} reported {line:?}: {e}"));
         let stdin = child.stdin.take();
-        Client { child, stdin, report }
+        Client {
+            child,
+            stdin,
+            report,
+        }
     }
 
     /// Runs `f` on a thread inside the client namespace (setns affects only
@@ -250,7 +292,12 @@ while True:
                 let ns = fs::File::open(&path).unwrap();
                 // SAFETY: a valid namespace fd; only this thread moves.
                 let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns into {path}: {}", std::io::Error::last_os_error());
+                assert_eq!(
+                    rc,
+                    0,
+                    "setns into {path}: {}",
+                    std::io::Error::last_os_error()
+                );
                 f()
             })
             .join()
@@ -270,8 +317,12 @@ impl Drop for Bed {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.client]).output();
-        let _ = Command::new("ip").args(["netns", "del", &self.server]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.client])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.server])
+            .output();
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
@@ -279,11 +330,17 @@ impl Drop for Bed {
 /// Removes namespaces that earlier runs of these tests left behind when
 /// they were killed; only those whose creating process no longer exists.
 fn remove_stale() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return };
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let name = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = name.strip_prefix("appfwt-") else { continue };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let Some(rest) = name.strip_prefix("appfwt-") else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
         if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = Command::new("ip").args(["netns", "del", name]).output();
         }
@@ -315,10 +372,20 @@ impl Client {
     /// source is the client's address.
     pub fn flow_key(&self) -> FlowKey {
         let r = &self.report;
-        let proto = if r.proto == "tcp" { PROTO_TCP } else { PROTO_UDP };
+        let proto = if r.proto == "tcp" {
+            PROTO_TCP
+        } else {
+            PROTO_UDP
+        };
         let v6 = r.raddr.contains(':');
         let local = match r.laddr.as_str() {
-            "0.0.0.0" | "::" => if v6 { CLIENT_V6 } else { CLIENT_V4 },
+            "0.0.0.0" | "::" => {
+                if v6 {
+                    CLIENT_V6
+                } else {
+                    CLIENT_V4
+                }
+            }
             other => other,
         };
         if v6 {
@@ -436,9 +503,16 @@ impl Daemon {
 
     /// Waits until the trace file has a line containing every one of `parts`.
     pub fn wait_trace_line(&self, parts: &[&str]) -> String {
-        wait_for(Duration::from_secs(5), &format!("a trace line with {parts:?}"), || {
-            self.trace_text().lines().find(|l| parts.iter().all(|p| l.contains(p))).map(str::to_owned)
-        })
+        wait_for(
+            Duration::from_secs(5),
+            &format!("a trace line with {parts:?}"),
+            || {
+                self.trace_text()
+                    .lines()
+                    .find(|l| parts.iter().all(|p| l.contains(p)))
+                    .map(str::to_owned)
+            },
+        )
     }
 
     pub fn signal(&self, sig: libc::c_int) {
@@ -450,8 +524,14 @@ impl Daemon {
     pub fn stop(mut self) -> String {
         self.signal(libc::SIGTERM);
         let mut child = self.child.take().unwrap();
-        let status = wait_for(Duration::from_secs(10), "appfw to exit", || child.try_wait().unwrap());
-        assert!(status.success(), "appfw exited with {status}: {}", self.stderr_text());
+        let status = wait_for(Duration::from_secs(10), "appfw to exit", || {
+            child.try_wait().unwrap()
+        });
+        assert!(
+            status.success(),
+            "appfw exited with {status}: {}",
+            self.stderr_text()
+        );
         self.stderr_text()
     }
 
@@ -475,6 +555,9 @@ impl Drop for Daemon {
 /// `iptables -S` (or ip6tables) in a namespace.
 pub fn rules_in(ns: &str, v6: bool) -> String {
     let tool = if v6 { "ip6tables" } else { "iptables" };
-    let out = Command::new("ip").args(["netns", "exec", ns, tool, "-w", "-S"]).output().unwrap();
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, tool, "-w", "-S"])
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -38,7 +38,10 @@ fn start_trace(bed: &mut Bed, args: &[&str]) -> mpsc::Receiver<String> {
     let mut probe = 0;
     wait_for(Duration::from_secs(20), "appfw trace to attach", || {
         probe += 1;
-        let _ = bed.in_client("/usr/bin/bash").args(["-c", &format!("echo probe > /dev/udp/{SERVER_V4}/9")]).status();
+        let _ = bed
+            .in_client("/usr/bin/bash")
+            .args(["-c", &format!("echo probe > /dev/udp/{SERVER_V4}/9")])
+            .status();
         rx.recv_timeout(Duration::from_millis(200)).ok()
     });
     while rx.recv_timeout(Duration::from_millis(300)).is_ok() {}
@@ -60,11 +63,23 @@ fn trace_text_names_curl_and_python() {
     assert!(bed.curl(SERVER_V4, 5.0).status.success());
     let line = next_matching(&rx, |l| l.contains("exe=/usr/bin/curl"));
     assert!(line.starts_with("ebpf | exe=/usr/bin/curl, command=/usr/bin/curl -sS --max-time 5 http://198.51.100.2:8080/, ppid="), "{line}");
-    assert!(line.contains(", uid=0, proto=tcp, family=02, address=198.51.100.2, port=8080, sport="), "{line}");
+    assert!(
+        line.contains(", uid=0, proto=tcp, family=02, address=198.51.100.2, port=8080, sport="),
+        "{line}"
+    );
     assert!(bed.python_get(SERVER_V6, 5.0).status.success());
     let line = next_matching(&rx, |l| l.contains("python"));
-    assert!(line.contains(&format!("exe={}, command=/usr/bin/python3 -c ", python_exe())), "{line}");
-    assert!(line.contains("proto=tcp, family=0A, address=2001:db8::2, port=8080"), "{line}");
+    assert!(
+        line.contains(&format!(
+            "exe={}, command=/usr/bin/python3 -c ",
+            python_exe()
+        )),
+        "{line}"
+    );
+    assert!(
+        line.contains("proto=tcp, family=0A, address=2001:db8::2, port=8080"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -79,9 +94,15 @@ fn trace_json_has_every_key_and_the_right_pid() {
     ] {
         let client = bed.client(mode, host, port);
         let want = client.report.clone();
-        let line = next_matching(&rx, |l| l.contains(&format!("\"pid\":{}", want.pid)) && l.contains(&format!("\"proto\":\"{proto}\"")));
+        let line = next_matching(&rx, |l| {
+            l.contains(&format!("\"pid\":{}", want.pid))
+                && l.contains(&format!("\"proto\":\"{proto}\""))
+        });
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        for key in ["exe", "command", "pid", "ppid", "uid", "proto", "family", "saddr", "sport", "daddr", "dport", "netns", "source"] {
+        for key in [
+            "exe", "command", "pid", "ppid", "uid", "proto", "family", "saddr", "sport", "daddr",
+            "dport", "netns", "source",
+        ] {
             assert!(v.get(key).is_some(), "{key} missing in {line}");
         }
         assert_eq!(v["exe"], python_exe().as_str(), "{line}");

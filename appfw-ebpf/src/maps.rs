@@ -87,14 +87,18 @@ pub enum Recorded {
 }
 
 /// Records `owner` for the flow `key`. Called for every UDP datagram sent
-/// with an address, so an unchanged entry is left alone (and not reported
-/// again to `appfw trace`).
+/// with an address, so an entry of the same socket only gets its time
+/// refreshed (and is not reported again to `appfw trace`).
 #[inline(always)]
 pub fn flow_opened(key: &FlowKey, owner: &Owner, report_it: bool) -> Recorded {
-    if let Some(old) = APPFW_FLOWS.get_ptr(key) {
-        // SAFETY: pointer into the map's value, valid during this program.
-        let old = unsafe { &*old };
+    if let Some(old) = APPFW_FLOWS.get_ptr_mut(key) {
+        // SAFETY: pointer into the map's value, valid during this program;
+        // a racing writer can at worst leave one of two fresh timestamps.
+        let old = unsafe { &mut *old };
         if old.pid == owner.pid && old.cookie == owner.cookie {
+            // The daemon trusts a UDP record only while it is fresh, so
+            // every send refreshes it.
+            old.ktime_ns = owner.ktime_ns;
             return Recorded::Known;
         }
     }

@@ -107,7 +107,10 @@ pub fn load(opts: Options) -> Result<(Maps, Programs, Option<RingBuf<MapData>>),
         aya_log::Level::Warn
     }
     .into();
+    // No CO-RE relocations in appfw's programs: leaving the kernel's BTF
+    // unparsed saves megabytes of peak memory at start.
     let mut ebpf = EbpfLoader::new()
+        .btf(None)
         .override_global(names::FILTER_NETNS, &opts.netns, true)
         .override_global(names::EMIT_EVENTS, &emit, true)
         .override_global(aya_log::LEVEL, &level, true)

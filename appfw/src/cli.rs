@@ -72,6 +72,10 @@ pub struct RunArgs {
     /// the queue (see README: "Rules").
     #[arg(long)]
     pub no_rules: bool,
+    /// Remove appfw's netfilter rules from this network namespace (left by
+    /// a crashed or killed appfw) and exit.
+    #[arg(long, conflicts_with_all = ["whitelist", "blacklist", "monitor", "daemon", "no_rules"])]
+    pub remove_rules: bool,
     /// Pid file written with --daemon.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_PID_FILE)]
     pub pid_file: PathBuf,

@@ -45,6 +45,16 @@ fn load_config(args: &RunArgs) -> Result<Config> {
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
+    if args.remove_rules {
+        system::require_root()?;
+        crate::rules::check_tools()?;
+        let existed = crate::rules::remove_leftovers()?;
+        eprintln!(
+            "appfw: {}",
+            if existed { "removed appfw's rules from this network namespace" } else { "no appfw rules in this network namespace" }
+        );
+        return Ok(());
+    }
     let mode = mode_of(&args);
     let config = load_config(&args)?;
     system::require_root()?;
@@ -123,6 +133,7 @@ fn serve(
             policy,
             reports,
             stats_every: args.debug.then_some(Duration::from_secs(10)),
+            debug: args.debug && !args.daemon,
         },
     )
     .context("starting the queue thread")?;

@@ -3,6 +3,8 @@
 //! A pure function of its inputs, allocation-free, so it can sit on the
 //! packet path and be tested without a kernel.
 
+use std::collections::HashSet;
+
 use crate::{
     attribution::Process,
     config::{Action, Config, Entry, Unknown},
@@ -48,11 +50,39 @@ pub struct Decision {
     pub reason: Reason,
 }
 
+/// A list prepared for lookups: executable paths in a hash set (a policy
+/// may list thousands), command prefixes in order.
+#[derive(Clone, Debug, Default)]
+struct List {
+    exes: HashSet<String>,
+    commands: Vec<Entry>,
+}
+
+impl List {
+    fn new(entries: &[Entry]) -> List {
+        let mut list = List::default();
+        for e in entries {
+            match e {
+                Entry::Exe { path, resolved } => {
+                    list.exes.insert(path.clone());
+                    list.exes.extend(resolved.clone());
+                }
+                Entry::Command { .. } => list.commands.push(e.clone()),
+            }
+        }
+        list
+    }
+
+    fn contains(&self, p: &Process) -> bool {
+        p.exe.as_deref().is_some_and(|exe| self.exes.contains(exe)) || self.commands.iter().any(|e| matches(e, p))
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Policy {
     pub mode: Mode,
-    whitelist: Vec<Entry>,
-    blacklist: Vec<Entry>,
+    whitelist: List,
+    blacklist: List,
     action: Action,
     unknown: Unknown,
 }
@@ -65,8 +95,8 @@ impl Policy {
         });
         Policy {
             mode,
-            whitelist: config.whitelist.clone(),
-            blacklist: config.blacklist.clone(),
+            whitelist: List::new(&config.whitelist),
+            blacklist: List::new(&config.blacklist),
             action: config.action,
             unknown,
         }
@@ -86,17 +116,13 @@ impl Policy {
         };
         let (verdict, reason) = match self.mode {
             Mode::Monitor => (Verdict::Accept, Reason::Monitor),
-            Mode::Whitelist if listed(&self.whitelist, p) => (Verdict::Accept, Reason::InWhitelist),
+            Mode::Whitelist if self.whitelist.contains(p) => (Verdict::Accept, Reason::InWhitelist),
             Mode::Whitelist => (block, Reason::NotInWhitelist),
-            Mode::Blacklist if listed(&self.blacklist, p) => (block, Reason::InBlacklist),
+            Mode::Blacklist if self.blacklist.contains(p) => (block, Reason::InBlacklist),
             Mode::Blacklist => (Verdict::Accept, Reason::NotInBlacklist),
         };
         Decision { verdict, reason }
     }
-}
-
-fn listed(list: &[Entry], p: &Process) -> bool {
-    list.iter().any(|e| matches(e, p))
 }
 
 /// Does `entry` name process `p`?
@@ -248,6 +274,15 @@ mod tests {
             &proc("/usr/bin/python3.11", &["python3", "-c"])
         ));
         assert!(matches(&e, &proc("/other", &["/usr/bin/python3.11", "-c"])));
+    }
+
+    #[test]
+    fn large_lists_match_exactly() {
+        let many: Vec<String> = (0..1000).map(|i| format!("/opt/x/prog{i}")).collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        let p = Policy::new(Mode::Blacklist, &config(&[], &refs));
+        assert_eq!(p.decide(Some(&proc("/opt/x/prog999", &["prog999"]))).reason, Reason::InBlacklist);
+        assert_eq!(p.decide(Some(&proc("/opt/x/prog1000", &["prog1000"]))).reason, Reason::NotInBlacklist);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::{
     attribution::{Attributor, OwnerStore},
     config::Action,
     packet,
-    policy::{Policy, Verdict},
+    policy::{Policy, Reason, Verdict},
     report::Event,
     rules::REJECT_MARK,
     stats::QueueStats,
@@ -103,6 +103,8 @@ pub struct Setup<S> {
     pub reports: mpsc::SyncSender<Event>,
     /// Print a statistics summary on stderr this often (--debug).
     pub stats_every: Option<Duration>,
+    /// Send every verdict to the reporter (per-packet --debug lines).
+    pub debug: bool,
 }
 
 pub fn spawn<S: OwnerStore + Send + 'static>(
@@ -166,6 +168,7 @@ fn run<S: OwnerStore>(
 ) -> QueueStats {
     let BoundQueue { mut queue, num } = bound;
     let mut stats = QueueStats::default();
+    let mut reported = Reported::new();
     let mut last_stats = Instant::now();
     loop {
         let mut msg = match queue.recv() {
@@ -249,9 +252,13 @@ fn run<S: OwnerStore>(
         stats.latency.saturating_record(elapsed.max(1));
 
         if let Some(mut ev) = event {
-            ev.latency_ns = elapsed;
-            if setup.reports.try_send(ev).is_err() {
-                stats.reports_dropped += 1;
+            // Waking the reporter costs a context switch: only for lines
+            // it will print.
+            if setup.debug || reported.wanted(&ev) {
+                ev.latency_ns = elapsed;
+                if setup.reports.try_send(ev).is_err() {
+                    stats.reports_dropped += 1;
+                }
             }
         }
         if let Some(every) = setup.stats_every {
@@ -264,4 +271,41 @@ fn run<S: OwnerStore>(
     }
     stats.attribution = setup.attributor.counts();
     stats
+}
+
+/// Which verdicts the reporter needs: blocks, unknown owners, and in
+/// monitor mode a program's first flow to a destination. Monitor accepts are
+/// remembered in a fixed table of hashes (no allocation): a repeat is not
+/// sent; a collision only costs one extra send, which the reporter, keeping
+/// the exact set, drops.
+struct Reported {
+    seen: Box<[u64; Self::SLOTS]>,
+}
+
+impl Reported {
+    const SLOTS: usize = 4096;
+
+    fn new() -> Self {
+        Reported {
+            seen: Box::new([0; Self::SLOTS]),
+        }
+    }
+
+    fn wanted(&mut self, ev: &Event) -> bool {
+        use std::hash::{Hash, Hasher};
+        match ev.decision.reason {
+            Reason::InWhitelist | Reason::NotInBlacklist => false,
+            Reason::Monitor => {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                let pid = ev.process.as_deref().map(|p| p.pid).unwrap_or_default();
+                (pid, ev.key.proto, ev.key.daddr, ev.key.dport).hash(&mut h);
+                let hash = h.finish() | 1;
+                let slot = &mut self.seen[(hash as usize) % Self::SLOTS];
+                let new = *slot != hash;
+                *slot = hash;
+                new
+            }
+            Reason::NotInWhitelist | Reason::InBlacklist | Reason::Unknown => true,
+        }
+    }
 }

@@ -111,6 +111,17 @@ impl Drop for Rules {
     }
 }
 
+/// Removes appfw's rules for both families (`appfw --remove-rules`);
+/// returns whether there were any.
+pub fn remove_leftovers() -> Result<bool, RulesError> {
+    let existed = chain_exists(false) || chain_exists(true);
+    remove_family(Family::V4)?;
+    if let Err(e) = remove_family(Family::V6) {
+        log::warn!("IPv6 rules: {e}");
+    }
+    Ok(existed)
+}
+
 /// Whether appfw's chain exists in this namespace (for tests and status).
 pub fn chain_exists(ipv6: bool) -> bool {
     let family = if ipv6 { Family::V6 } else { Family::V4 };

@@ -19,6 +19,15 @@ const TOOLCHAIN: &str = "nightly";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn build() -> Result<()> {
+    run_ebpf_cargo("build")
+}
+
+/// clippy on the eBPF crate, for its real target.
+pub fn clippy() -> Result<()> {
+    run_ebpf_cargo("clippy")
+}
+
+fn run_ebpf_cargo(subcommand: &str) -> Result<()> {
     ensure_rust_src()?;
     let linker = ensure_bpf_linker()?;
     let mut cmd = Command::new("rustup");
@@ -27,7 +36,7 @@ pub fn build() -> Result<()> {
             "run",
             TOOLCHAIN,
             "cargo",
-            "build",
+            subcommand,
             "--package",
             "appfw-ebpf",
             "--release",
@@ -48,7 +57,10 @@ pub fn build() -> Result<()> {
     ] {
         cmd.env_remove(key);
     }
-    run_cmd(&mut cmd).context("building appfw-ebpf")?;
+    if subcommand == "clippy" {
+        cmd.args(["--", "-D", "warnings"]);
+    }
+    run_cmd(&mut cmd).with_context(|| format!("cargo {subcommand} for appfw-ebpf"))?;
     let object = root().join("target/bpfel-unknown-none/release/appfw-ebpf");
     if !object.exists() {
         bail!(

@@ -38,6 +38,41 @@ enum Task {
     },
     /// Measure appfw against no firewall and a bare queue listener (root).
     Bench(bench::Args),
+    /// fmt and clippy for every crate, the eBPF one included.
+    Lint,
+    // The bench's helpers, run inside its namespaces.
+    #[command(hide = true)]
+    BenchServe {
+        #[arg(long)]
+        tcp: std::net::SocketAddr,
+        #[arg(long)]
+        udp: std::net::SocketAddr,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    #[command(hide = true)]
+    BenchLoad {
+        proto: bench::load::Proto,
+        target: std::net::SocketAddr,
+        #[arg(long)]
+        concurrency: usize,
+        #[arg(long)]
+        duration: u64,
+    },
+    #[command(hide = true)]
+    BenchFloor {
+        #[arg(long)]
+        queue_num: u16,
+    },
+    #[command(hide = true)]
+    BenchOnce { proto: bench::load::Proto, target: std::net::SocketAddr },
+    #[command(hide = true)]
+    BenchSpawn {
+        #[arg(long)]
+        count: usize,
+        proto: bench::load::Proto,
+        target: std::net::SocketAddr,
+    },
 }
 
 fn main() -> Result<()> {
@@ -47,6 +82,17 @@ fn main() -> Result<()> {
         Task::Run { args } => run(args),
         Task::Test { args } => test(args),
         Task::Bench(args) => bench::run(args),
+        Task::Lint => lint(),
+        Task::BenchServe { tcp, udp, threads } => bench::load::serve(tcp, udp, threads),
+        Task::BenchLoad {
+            proto,
+            target,
+            concurrency,
+            duration,
+        } => bench::load::load(proto, target, concurrency, std::time::Duration::from_secs(duration)),
+        Task::BenchFloor { queue_num } => bench::floor::run(queue_num),
+        Task::BenchOnce { proto, target } => bench::load::once(proto, target),
+        Task::BenchSpawn { count, proto, target } => bench::load::spawn(count, proto, target),
     }
 }
 
@@ -107,6 +153,12 @@ fn run(args: Vec<String>) -> Result<()> {
     std::process::exit(status.code().unwrap_or(1));
 }
 
+fn lint() -> Result<()> {
+    run_cmd(cargo().args(["fmt", "--all", "--", "--check"])).context("cargo fmt: run `cargo fmt --all`")?;
+    run_cmd(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    ebpf::clippy()
+}
+
 fn test(args: Vec<String>) -> Result<()> {
     if !system::is_root() {
         bail!(
@@ -125,5 +177,16 @@ fn test(args: Vec<String>) -> Result<()> {
     // The integration tests refuse to run without their prerequisites
     // instead of skipping; this tells them the run is the full suite.
     cmd.env("APPFW_FULL_SUITE", "1");
-    run_cmd(&mut cmd)
+    run_cmd(&mut cmd)?;
+    if args.is_empty() {
+        lint()?;
+        bench::run(bench::Args {
+            duration: 1,
+            rounds: 1,
+            concurrency: 4,
+            short_lived: 20,
+            smoke: true,
+        })?;
+    }
+    Ok(())
 }

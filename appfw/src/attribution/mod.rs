@@ -33,7 +33,16 @@ pub trait OwnerStore {
     fn socket(&self, cookie: u64) -> Option<Owner>;
     fn process_start(&self, pid: u32) -> Option<u64>;
     fn process(&self, key: &ProcKey) -> Option<ProcRecord>;
+    /// `CLOCK_BOOTTIME` now, the clock of [`Owner::ktime_ns`].
+    fn now_ns(&self) -> u64 {
+        crate::system::boottime_ns()
+    }
 }
+
+/// A UDP record older than this is not trusted for a new packet: a
+/// datagram waits in the queue for milliseconds, and its socket's record
+/// was refreshed when it was sent.
+pub const UDP_RECORD_TTL_NS: u64 = 2_000_000_000;
 
 /// How a flow was attributed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -152,16 +161,28 @@ impl<S: OwnerStore> Attributor<S> {
     }
 
     fn kernel_owner(&mut self, key: &FlowKey) -> Option<(Source, Owner)> {
-        if let Some(o) = self.store.flow(key) {
-            return Some((Source::Ebpf, o));
-        }
         if key.proto != PROTO_UDP {
-            return None;
+            // A TCP record is rewritten by every connect with its tuple.
+            return self.store.flow(key).map(|o| (Source::Ebpf, o));
         }
-        if !key.saddr_is_unspecified() {
-            if let Some(o) = self.store.flow(&key.without_saddr()) {
-                return Some((Source::EbpfWildcard, o));
-            }
+        // UDP records are never deleted, and one for an unbound socket
+        // (source unspecified) may shadow a later socket that reuses the
+        // port; but each send refreshes its record, so a datagram always
+        // finds its own record fresh. Unbound senders are the common case:
+        // their key is tried first.
+        let now = self.store.now_ns();
+        let fresh = |o: &Owner| now.saturating_sub(o.ktime_ns) < UDP_RECORD_TTL_NS;
+        let wildcard = key.without_saddr();
+        let recorded = |store: &S| -> Option<(Source, Owner)> {
+            let w = (!key.saddr_is_unspecified())
+                .then(|| store.flow(&wildcard))
+                .flatten()
+                .filter(fresh)
+                .map(|o| (Source::EbpfWildcard, o));
+            w.or_else(|| store.flow(key).filter(fresh).map(|o| (Source::Ebpf, o)))
+        };
+        if let Some(hit) = recorded(&self.store) {
+            return Some(hit);
         }
         let diag = match &mut self.diag {
             Some(d) => d,
@@ -180,11 +201,7 @@ impl<S: OwnerStore> Attributor<S> {
             // Gone from the socket table: sock_release recorded its flow
             // before unhashing it (IPv6 with the source unspecified), so
             // the map has it now.
-            Ok(None) => self.store.flow(key).map(|o| (Source::Ebpf, o)).or_else(|| {
-                self.store
-                    .flow(&key.without_saddr())
-                    .map(|o| (Source::EbpfWildcard, o))
-            }),
+            Ok(None) => recorded(&self.store),
             Err(e) => {
                 log::debug!("sock_diag lookup failed: {e}");
                 None
@@ -215,6 +232,7 @@ pub(crate) mod tests {
         pub sockets: HashMap<u64, Owner>,
         pub starts: HashMap<u32, u64>,
         pub procs: RefCell<HashMap<ProcKey, ProcRecord>>,
+        pub now: u64,
     }
 
     impl OwnerStore for MemStore {
@@ -229,6 +247,9 @@ pub(crate) mod tests {
         }
         fn process(&self, key: &ProcKey) -> Option<ProcRecord> {
             self.procs.borrow().get(key).copied()
+        }
+        fn now_ns(&self) -> u64 {
+            self.now
         }
     }
 
@@ -305,6 +326,35 @@ pub(crate) mod tests {
         let got = a.attribute(&k);
         assert_eq!(got.source, Source::EbpfWildcard);
         assert_eq!(got.process.unwrap().pid, GONE);
+    }
+
+    #[test]
+    fn stale_udp_record_of_a_reused_port_is_not_trusted() {
+        // An unbound socket sent from this port long ago; now a connected
+        // socket (no send-time record) uses it. The old owner must not win.
+        let mut store = MemStore::default();
+        let k = key(PROTO_UDP, [198, 51, 100, 1]);
+        store.now = 100 * UDP_RECORD_TTL_NS;
+        store.flows.insert(k.without_saddr(), owner(GONE, 0, 1));
+        let mut a = Attributor::new(store, Mode::Ebpf);
+        let got = a.attribute(&k);
+        assert!(
+            !matches!(got.source, Source::Ebpf | Source::EbpfWildcard),
+            "a stale record was used: {got:?}"
+        );
+    }
+
+    #[test]
+    fn newer_exact_udp_record_wins_over_stale_wildcard() {
+        let mut store = MemStore::default();
+        let k = key(PROTO_UDP, [198, 51, 100, 1]);
+        store.now = 10 * UDP_RECORD_TTL_NS;
+        store.flows.insert(k.without_saddr(), owner(GONE, 0, 1));
+        store.flows.insert(k, owner(GONE - 1, 0, store.now - 1000));
+        let mut a = Attributor::new(store, Mode::Ebpf);
+        let got = a.attribute(&k);
+        assert_eq!(got.source, Source::Ebpf);
+        assert_eq!(got.process.unwrap().pid, GONE - 1);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 mod attribution;
 mod cli;
 mod logging;
+mod netns;
 mod testbed;
 mod trace;
 mod verdicts;

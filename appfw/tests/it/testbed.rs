@@ -1,11 +1,7 @@
-//! The test bed: a client and a server network namespace joined by a veth
-//! pair, on documentation addresses only, with small servers in the server
-//! namespace. Everything it creates is removed on drop, also when a test
-//! fails. It never touches the root namespace's netfilter rules.
-//!
-//! ```text
-//!  client ns: eth0 198.51.100.1/24 2001:db8::1/64 ==veth== eth0 198.51.100.2/24 2001:db8::2/64 :server ns
-//! ```
+//! The test bed: the namespace pair of [`crate::netns`] with small servers
+//! in the server namespace, helpers to run clients and appfw in the client
+//! namespace, and cleanup of everything on drop, also when a test fails. It
+//! never touches the root namespace's netfilter rules.
 
 use std::{
     fs,
@@ -24,10 +20,9 @@ use appfw_common::{
 };
 use serde::Deserialize;
 
-pub const CLIENT_V4: &str = "198.51.100.1";
-pub const SERVER_V4: &str = "198.51.100.2";
-pub const CLIENT_V6: &str = "2001:db8::1";
-pub const SERVER_V6: &str = "2001:db8::2";
+pub use crate::netns::{CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6};
+use crate::netns::Pair;
+
 pub const HTTP_PORT: u16 = 8080;
 pub const UDP_PORT: u16 = 5353;
 
@@ -83,82 +78,32 @@ pub struct Bed {
     pub server: String,
     pub dir: PathBuf,
     children: Vec<Child>,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("running ip (iproute2)");
-    assert!(
-        out.status.success(),
-        "ip {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Dropped after the children: the namespaces go last.
+    _pair: Pair,
 }
 
 impl Bed {
     pub fn new() -> Bed {
         require_root();
-        remove_stale();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let tag = format!("{}-{n}", std::process::id());
-        let client = format!("appfwt-{tag}-c");
-        let server = format!("appfwt-{tag}-s");
-        let dir = std::env::temp_dir().join(format!("appfwt-{tag}"));
+        let pair = Pair::new(&n.to_string());
+        let dir = std::env::temp_dir().join(format!("appfwt-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
-        let bed = Bed {
-            client,
-            server,
+        Bed {
+            client: pair.client.clone(),
+            server: pair.server.clone(),
             dir,
             children: Vec::new(),
-        };
-        ip(&["netns", "add", &bed.client]);
-        ip(&["netns", "add", &bed.server]);
-        // Created inside the namespaces: no interface ever appears in the
-        // root namespace.
-        ip(&[
-            "-n",
-            &bed.client,
-            "link",
-            "add",
-            "eth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &bed.server,
-        ]);
-        for (ns, v4, v6) in [
-            (&bed.client, CLIENT_V4, CLIENT_V6),
-            (&bed.server, SERVER_V4, SERVER_V6),
-        ] {
-            ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", "eth0"]);
-            ip(&[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{v6}/64"),
-                "dev",
-                "eth0",
-                "nodad",
-            ]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-            ip(&["-n", ns, "link", "set", "eth0", "up"]);
+            _pair: pair,
         }
-        bed
     }
 
     /// Starts the HTTP and UDP servers in the server namespace.
     pub fn serve(&mut self) -> &mut Self {
         let log = self.udp_log();
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.server, python(), "-c", SERVER_PY])
+        let mut child = Pair::exec(&self.server, python())
+            .args(["-c", SERVER_PY])
             .arg(&log)
             .stdout(Stdio::piped())
             .stdin(Stdio::null())
@@ -189,8 +134,8 @@ while True:
         f.write(".".join(name) + "\n")
 "#;
         let log = self.dir.join("dns.log");
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.server, python(), "-c", script])
+        let mut child = Pair::exec(&self.server, python())
+            .args(["-c", script])
             .arg(&log)
             .stdout(Stdio::piped())
             .stdin(Stdio::null())
@@ -220,9 +165,7 @@ while True:
 
     /// A command run in the client namespace.
     pub fn in_client(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.client, program]);
-        c
+        Pair::exec(&self.client, program)
     }
 
     /// curl GET against the server; returns the output (check `status`).
@@ -324,26 +267,6 @@ impl Drop for Bed {
             .args(["netns", "del", &self.server])
             .output();
         let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Removes namespaces that earlier runs of these tests left behind when
-/// they were killed; only those whose creating process no longer exists.
-fn remove_stale() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let name = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = name.strip_prefix("appfwt-") else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = Command::new("ip").args(["netns", "del", name]).output();
-        }
     }
 }
 

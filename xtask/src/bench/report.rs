@@ -1,0 +1,303 @@
+//! The bench's results and their Markdown report.
+
+use anyhow::{bail, Context, Result};
+
+use super::{load::LoadResult, Args, Mode};
+
+/// What one appfw run reported and what the bench read from /proc.
+#[derive(Debug, Default)]
+pub struct AppfwRun {
+    pub packets: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+    /// ebpf, ebpf-wildcard, cookie-join, procfs, unknown.
+    pub attribution: [u64; 5],
+    pub cpu_secs: f64,
+    /// Peak RSS while under load (high-water mark reset after start).
+    pub peak_rss_kib: u64,
+    /// Peak RSS during start-up.
+    pub startup_peak_kib: u64,
+    pub rss_kib: u64,
+    pub map_bytes: u64,
+}
+
+const SOURCES: [&str; 5] = ["ebpf", "ebpf-wildcard", "cookie-join", "procfs", "unknown"];
+
+impl AppfwRun {
+    /// Parses appfw's exit statistics:
+    /// "verdict latency over N packets: p50 X us, p90 X us, p99 X us, p99.9 X us, max X us"
+    /// "... attribution: ebpf N ebpf-wildcard N cookie-join N procfs N unknown N"
+    pub fn parse(stderr: &str) -> Result<AppfwRun> {
+        let mut run = Self::parse_latency(stderr)?;
+        let attr = stderr
+            .lines()
+            .find_map(|l| l.split("attribution:").nth(1))
+            .context("appfw printed no attribution counts")?;
+        let words: Vec<&str> = attr.split_whitespace().collect();
+        for (i, s) in SOURCES.iter().enumerate() {
+            if let Some(pos) = words.iter().position(|w| w == s) {
+                run.attribution[i] = words.get(pos + 1).and_then(|v| v.parse().ok()).unwrap_or(0);
+            }
+        }
+        Ok(run)
+    }
+
+    /// The latency part: "... latency over N packets: p50 X us, ..., p99 X
+    /// us, ..., max X us" (appfw's and the floor's).
+    pub fn parse_latency(text: &str) -> Result<AppfwRun> {
+        let lat = text
+            .lines()
+            .find_map(|l| l.split("latency over ").nth(1))
+            .context("no latency summary")?;
+        let num_after = |text: &str, key: &str| -> Result<f64> {
+            text.split(key)
+                .nth(1)
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.trim_end_matches(',').parse().ok())
+                .with_context(|| format!("no {key:?} in {text:?}"))
+        };
+        Ok(AppfwRun {
+            packets: lat.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0),
+            p50_us: num_after(lat, "p50 ")?,
+            p99_us: num_after(lat, "p99 ")?,
+            max_us: num_after(lat, "max ")?,
+            ..AppfwRun::default()
+        })
+    }
+}
+
+pub struct RunResult {
+    pub tcp: LoadResult,
+    pub udp: LoadResult,
+    pub appfw: Option<AppfwRun>,
+}
+
+pub struct ShortLived {
+    pub total: usize,
+    pub ebpf_right: usize,
+    pub procfs_right: usize,
+}
+
+pub struct Report {
+    duration: u64,
+    rounds: usize,
+    concurrency: usize,
+    runs: Vec<(Mode, RunResult)>,
+    pub short_lived: Option<ShortLived>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn rate(l: &LoadResult) -> f64 {
+    if l.secs > 0.0 {
+        l.flows as f64 / l.secs
+    } else {
+        0.0
+    }
+}
+
+fn command(out: &str, args: &[&str]) -> String {
+    std::process::Command::new(out)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+impl Report {
+    pub fn new(args: &Args) -> Report {
+        Report {
+            duration: args.duration,
+            rounds: args.rounds,
+            concurrency: args.concurrency,
+            runs: Vec::new(),
+            short_lived: None,
+        }
+    }
+
+    pub fn add(&mut self, mode: Mode, r: RunResult) {
+        self.runs.push((mode, r));
+    }
+
+    fn of(&self, mode: Mode) -> impl Iterator<Item = &RunResult> {
+        self.runs.iter().filter(move |(m, _)| *m == mode).map(|(_, r)| r)
+    }
+
+    fn median_rate(&self, mode: Mode, tcp: bool) -> f64 {
+        median(self.of(mode).map(|r| rate(if tcp { &r.tcp } else { &r.udp })).collect())
+    }
+
+    fn appfw_runs(&self, mode: Mode) -> Vec<&AppfwRun> {
+        self.of(mode).filter_map(|r| r.appfw.as_ref()).collect()
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let kernel = command("uname", &["-r"]);
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+        s += "# appfw benchmark\n\n";
+        s += &format!(
+            "{} on Linux {kernel}, {cpus} CPUs; {} round(s), {} s of load per mode and protocol, {} concurrent flows; \
+             client, server and appfw share the machine.\n\n",
+            command("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+            self.rounds,
+            self.duration,
+            self.concurrency
+        );
+        s += "## New flows per second (median over rounds)\n\n";
+        s += "| mode | TCP conn/s | vs none | vs floor | UDP flows/s | vs none | vs floor | errors |\n";
+        s += "|---|---:|---:|---:|---:|---:|---:|---:|\n";
+        let (none_t, none_u) = (self.median_rate(Mode::None, true), self.median_rate(Mode::None, false));
+        let (floor_t, floor_u) = (self.median_rate(Mode::Floor, true), self.median_rate(Mode::Floor, false));
+        let pct = |a: f64, b: f64| if b > 0.0 { format!("{:.0}%", 100.0 * a / b) } else { "-".into() };
+        for mode in Mode::ALL {
+            let (t, u) = (self.median_rate(mode, true), self.median_rate(mode, false));
+            let errors: u64 = self.of(mode).map(|r| r.tcp.errors + r.udp.errors).sum();
+            s += &format!(
+                "| {} | {:.0} | {} | {} | {:.0} | {} | {} | {errors} |\n",
+                mode.label(),
+                t,
+                pct(t, none_t),
+                pct(t, floor_t),
+                u,
+                pct(u, none_u),
+                pct(u, floor_u)
+            );
+        }
+        s += "\n## Receive-to-verdict latency (median of runs, max of maxima)\n\n";
+        s += "The floor's time is the verdict syscall alone, which on a veth pair carries the packet on through the stack; appfw's adds attribution and policy.\n\n";
+        s += "| mode | packets | p50 µs | p99 µs | max µs |\n|---|---:|---:|---:|---:|\n";
+        for mode in [Mode::Floor, Mode::Monitor, Mode::Blacklist] {
+            let runs = self.appfw_runs(mode);
+            s += &format!(
+                "| {} | {} | {:.1} | {:.1} | {:.1} |\n",
+                mode.label(),
+                runs.iter().map(|r| r.packets).sum::<u64>(),
+                median(runs.iter().map(|r| r.p50_us).collect()),
+                median(runs.iter().map(|r| r.p99_us).collect()),
+                runs.iter().map(|r| r.max_us).fold(0.0, f64::max)
+            );
+        }
+        s += "\n## How flows were attributed (all runs)\n\n| mode | ";
+        s += &SOURCES.join(" | ");
+        s += " |\n|---|---:|---:|---:|---:|---:|\n";
+        for mode in [Mode::Monitor, Mode::Blacklist] {
+            let mut sum = [0u64; 5];
+            for r in self.appfw_runs(mode) {
+                for (a, b) in sum.iter_mut().zip(r.attribution) {
+                    *a += b;
+                }
+            }
+            s += &format!("| {} | {} |\n", mode.label(), sum.map(|v| v.to_string()).join(" | "));
+        }
+        if let Some(sl) = &self.short_lived {
+            s += &format!(
+                "\n## Short-lived processes\n\n{} processes, each sending one UDP datagram from a new socket and exiting at once \
+                 (its packet is often judged after it exited). Right = the flow was attributed to that process's pid and executable.\n\n\
+                 | attribution | right |\n|---|---:|\n| eBPF (with /proc as fallback) | {} / {} |\n| /proc fallback alone | {} / {} |\n",
+                sl.total, sl.ebpf_right, sl.total, sl.procfs_right, sl.total
+            );
+        }
+        s += "\n## appfw's resources\n\nPeak RSS under load is the high-water mark from the end of start-up to the end of the load; start-up peak is the mark before that (aya parses the kernel's BTF, /sys/kernel/btf/vmlinux, while loading). CPU is the daemon's user+system time during the load.\n\n";
+        s += "| mode | peak RSS under load MiB | start-up peak MiB | RSS first run MiB | RSS last run MiB | CPU s per 10,000 flows | BPF map memory MiB |\n|---|---:|---:|---:|---:|---:|---:|\n";
+        for mode in [Mode::Monitor, Mode::Blacklist] {
+            let runs = self.appfw_runs(mode);
+            let mib = |k: u64| k as f64 / 1024.0;
+            let flows: u64 = self.of(mode).map(|r| r.tcp.flows + r.udp.flows).sum();
+            let cpu: f64 = runs.iter().map(|r| r.cpu_secs).sum();
+            s += &format!(
+                "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.3} | {:.1} |\n",
+                mode.label(),
+                mib(runs.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0)),
+                mib(runs.iter().map(|r| r.startup_peak_kib).max().unwrap_or(0)),
+                mib(runs.first().map(|r| r.rss_kib).unwrap_or(0)),
+                mib(runs.last().map(|r| r.rss_kib).unwrap_or(0)),
+                if flows > 0 { cpu / flows as f64 * 10_000.0 } else { 0.0 },
+                runs.first().map(|r| r.map_bytes).unwrap_or(0) as f64 / (1024.0 * 1024.0)
+            );
+        }
+        s += &self.targets();
+        s
+    }
+
+    fn targets(&self) -> String {
+        let mut s = String::from("\n## Targets\n\n");
+        let mark = |ok: bool| if ok { "met" } else { "MISSED" };
+        for tcp in [true, false] {
+            let floor = self.median_rate(Mode::Floor, tcp);
+            let bl = self.median_rate(Mode::Blacklist, tcp);
+            let ratio = if floor > 0.0 { bl / floor } else { 0.0 };
+            s += &format!(
+                "- appfw --blacklist at >= 90% of floor ({}): {:.0}% - {}\n",
+                if tcp { "TCP" } else { "UDP" },
+                ratio * 100.0,
+                mark(ratio >= 0.9)
+            );
+        }
+        let p99: Vec<f64> = self.appfw_runs(Mode::Blacklist).iter().map(|r| r.p99_us).collect();
+        let p99 = median(p99);
+        s += &format!("- verdict latency p99 <= 50 µs (blacklist runs, median): {p99:.1} µs - {}\n", mark(p99 <= 50.0));
+        if let Some(sl) = &self.short_lived {
+            s += &format!(
+                "- every short-lived process attributed through eBPF: {} / {} - {}\n",
+                sl.ebpf_right,
+                sl.total,
+                mark(sl.ebpf_right == sl.total)
+            );
+        }
+        let runs = self.appfw_runs(Mode::Blacklist);
+        let peak = runs.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0) as f64 / 1024.0;
+        let startup = runs.iter().map(|r| r.startup_peak_kib).max().unwrap_or(0) as f64 / 1024.0;
+        s += &format!(
+            "- peak RSS <= 20 MiB under load: {peak:.1} MiB - {} (start-up peak {startup:.1} MiB - {})\n",
+            mark(peak <= 20.0),
+            mark(startup <= 20.0)
+        );
+        if let (Some(first), Some(last)) = (runs.first(), runs.last()) {
+            let growth = last.rss_kib as f64 - first.rss_kib as f64;
+            s += &format!(
+                "- no RSS growth between the first and last run: {:+.0} KiB - {}\n",
+                growth,
+                mark(growth <= 256.0 || runs.len() < 2)
+            );
+        }
+        s
+    }
+
+    /// The smoke run's checks: traffic in every mode, a report.
+    pub fn check_smoke(&self, short_lived: usize) -> Result<()> {
+        for mode in Mode::ALL {
+            for r in self.of(mode) {
+                if r.tcp.flows == 0 || r.udp.flows == 0 {
+                    bail!("{}: no traffic (tcp {} udp {} flows)", mode.label(), r.tcp.flows, r.udp.flows);
+                }
+            }
+            if self.of(mode).count() == 0 {
+                bail!("{} did not run", mode.label());
+            }
+        }
+        for mode in [Mode::Monitor, Mode::Blacklist] {
+            for r in self.appfw_runs(mode) {
+                if r.packets == 0 {
+                    bail!("{}: appfw judged no packet", mode.label());
+                }
+            }
+        }
+        match &self.short_lived {
+            Some(sl) if sl.total == short_lived => Ok(()),
+            _ => bail!("the short-lived run did not happen"),
+        }
+    }
+}

@@ -106,9 +106,11 @@ fn tcp_flow(target: SocketAddr) -> std::io::Result<()> {
     let mut s = TcpStream::connect_timeout(&target, TIMEOUT)?;
     s.set_read_timeout(Some(TIMEOUT))?;
     s.write_all(REQUEST)?;
-    let mut buf = [0u8; 16];
-    let n = s.read(&mut buf)?;
-    if n == 0 {
+    // Read to the server's FIN: the server closes first, so the client's
+    // ports do not pile up in TIME_WAIT (which would slow every connect).
+    let mut reply = Vec::with_capacity(16);
+    s.read_to_end(&mut reply)?;
+    if reply != REPLY {
         return Err(std::io::ErrorKind::UnexpectedEof.into());
     }
     Ok(())

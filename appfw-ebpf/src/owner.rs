@@ -6,7 +6,27 @@ use aya_ebpf::helpers::{
     generated::bpf_ktime_get_boot_ns,
 };
 
+use aya_ebpf::{
+    helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
+    EbpfContext,
+};
+
 use crate::maps;
+
+/// (netns cookie, socket cookie) of the socket a cgroup or sock_ops program
+/// runs for; `None` when its namespace is not this instance's business.
+#[inline(always)]
+pub fn socket_of<C: EbpfContext>(ctx: &C) -> Option<(u64, u64)> {
+    // SAFETY: both helpers take the program's own context, and exist for
+    // sock_ops, cgroup sock_addr and cgroup sock programs.
+    let (netns, cookie) = unsafe {
+        (
+            bpf_get_netns_cookie(ctx.as_ptr()),
+            bpf_get_socket_cookie(ctx.as_ptr()),
+        )
+    };
+    (!maps::netns_ignored(netns)).then_some((netns, cookie))
+}
 
 /// `CLOCK_BOOTTIME` in ns: comparable with /proc/PID/stat's start time.
 #[inline(always)]

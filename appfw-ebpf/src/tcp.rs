@@ -6,12 +6,7 @@ use appfw_common::{
     owner::hook,
     FlowKey,
 };
-use aya_ebpf::{
-    bindings::BPF_SOCK_OPS_TCP_CONNECT_CB,
-    helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
-    programs::SockOpsContext,
-    EbpfContext,
-};
+use aya_ebpf::{bindings::BPF_SOCK_OPS_TCP_CONNECT_CB, programs::SockOpsContext};
 
 use aya_log_ebpf::{debug, warn};
 
@@ -27,16 +22,9 @@ pub fn sock_ops(ctx: &SockOpsContext) -> u32 {
     if ctx.op() != BPF_SOCK_OPS_TCP_CONNECT_CB {
         return 1;
     }
-    // SAFETY: helpers allowed for sock_ops, given the program's own context.
-    let (netns, cookie) = unsafe {
-        (
-            bpf_get_netns_cookie(ctx.as_ptr()),
-            bpf_get_socket_cookie(ctx.as_ptr()),
-        )
-    };
-    if maps::netns_ignored(netns) {
+    let Some((netns, cookie)) = owner::socket_of(ctx) else {
         return 1;
-    }
+    };
     // sock_ops only sees the socket; connect4/6 already recorded who
     // called connect(). TCP Fast Open via sendto() may skip that hook.
     let owner = match maps::socket_owner(cookie) {

@@ -37,16 +37,9 @@ pub fn connected(ctx: &SockAddrContext, family: u8) -> i32 {
     if proto != PROTO_TCP && proto != PROTO_UDP {
         return 1;
     }
-    // SAFETY: helpers allowed for cgroup sock_addr programs.
-    let (netns, cookie) = unsafe {
-        (
-            bpf_get_netns_cookie(ctx.as_ptr()),
-            bpf_get_socket_cookie(ctx.as_ptr()),
-        )
-    };
-    if maps::netns_ignored(netns) {
+    let Some((netns, cookie)) = owner::socket_of(ctx) else {
         return 1;
-    }
+    };
     let owner = owner::current(cookie, hook::CONNECT);
     maps::socket_connected(&owner);
     if proto == PROTO_UDP {

@@ -147,65 +147,26 @@ pub fn load(opts: Options) -> Result<(Maps, Programs, Option<RingBuf<MapData>>),
             })?;
     }
 
-    let target = cgroup.path.display().to_string();
-    // Single mode goes through bpf_link here: links from several appfw
-    // instances coexist, and each goes away with its owner.
-    let mode = CgroupAttachMode::Single;
-    for name in [
-        "appfw_connect4",
-        "appfw_connect6",
-        "appfw_udp_sendmsg4",
-        "appfw_udp_sendmsg6",
+    for (name, hint) in [
+        ("appfw_connect4", SOCK_ADDR_HINT),
+        ("appfw_connect6", SOCK_ADDR_HINT),
+        ("appfw_udp_sendmsg4", SOCK_ADDR_HINT),
+        ("appfw_udp_sendmsg6", SOCK_ADDR_HINT),
     ] {
-        let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
-        let hint = "cgroup sock_addr hooks need Linux 5.7 and cgroup v2";
-        prog.load().map_err(|source| BpfError::LoadProgram {
-            name,
-            hint,
-            reason: brief(&source),
-        })?;
-        prog.attach(&cgroup.dir, mode)
-            .map_err(|source| BpfError::Attach {
-                name,
-                target: target.clone(),
-                hint,
-                reason: brief(&source),
-            })?;
+        attach_to_cgroup::<CgroupSockAddr>(&mut ebpf, name, hint, &cgroup)?;
     }
-    {
-        let name = "appfw_sock_release";
-        let hint = "the cgroup sock_release hook needs Linux 5.9";
-        let prog: &mut CgroupSock = program(&mut ebpf, name)?;
-        prog.load().map_err(|source| BpfError::LoadProgram {
-            name,
-            hint,
-            reason: brief(&source),
-        })?;
-        prog.attach(&cgroup.dir, mode)
-            .map_err(|source| BpfError::Attach {
-                name,
-                target: target.clone(),
-                hint,
-                reason: brief(&source),
-            })?;
-    }
-    {
-        let name = "appfw_tcp_connect";
-        let hint = "sock_ops with netns cookies needs Linux 5.15";
-        let prog: &mut SockOps = program(&mut ebpf, name)?;
-        prog.load().map_err(|source| BpfError::LoadProgram {
-            name,
-            hint,
-            reason: brief(&source),
-        })?;
-        prog.attach(&cgroup.dir, mode)
-            .map_err(|source| BpfError::Attach {
-                name,
-                target: target.clone(),
-                hint,
-                reason: brief(&source),
-            })?;
-    }
+    attach_to_cgroup::<CgroupSock>(
+        &mut ebpf,
+        "appfw_sock_release",
+        "the cgroup sock_release hook needs Linux 5.9",
+        &cgroup,
+    )?;
+    attach_to_cgroup::<SockOps>(
+        &mut ebpf,
+        "appfw_tcp_connect",
+        "sock_ops with netns cookies needs Linux 5.15",
+        &cgroup,
+    )?;
 
     let maps = Maps {
         flows: take_map(&mut ebpf, names::FLOWS)?,
@@ -253,6 +214,56 @@ impl Programs {
             })
             .collect()
     }
+}
+
+const SOCK_ADDR_HINT: &str = "cgroup sock_addr hooks need Linux 5.7 and cgroup v2";
+
+/// The cgroup program types appfw attaches, behind one interface.
+trait CgroupHook {
+    fn load_hook(&mut self) -> Result<(), ProgramError>;
+    fn attach_hook(&mut self, cgroup: &std::fs::File) -> Result<(), ProgramError>;
+}
+
+macro_rules! cgroup_hook {
+    ($($t:ty),*) => {$(
+        impl CgroupHook for $t {
+            fn load_hook(&mut self) -> Result<(), ProgramError> {
+                self.load()
+            }
+            fn attach_hook(&mut self, cgroup: &std::fs::File) -> Result<(), ProgramError> {
+                // Single mode goes through bpf_link here: links from several
+                // appfw instances coexist, and each goes away with its owner.
+                self.attach(cgroup, CgroupAttachMode::Single).map(|_| ())
+            }
+        }
+    )*};
+}
+
+cgroup_hook!(CgroupSockAddr, CgroupSock, SockOps);
+
+/// Loads program `name` and attaches it to the root cgroup v2.
+fn attach_to_cgroup<T: CgroupHook>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    hint: &'static str,
+    cgroup: &system::Cgroup2,
+) -> Result<(), BpfError>
+where
+    for<'a> &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let prog: &mut T = program(ebpf, name)?;
+    prog.load_hook().map_err(|source| BpfError::LoadProgram {
+        name,
+        hint,
+        reason: brief(&source),
+    })?;
+    prog.attach_hook(&cgroup.dir)
+        .map_err(|source| BpfError::Attach {
+            name,
+            target: cgroup.path.display().to_string(),
+            hint,
+            reason: brief(&source),
+        })
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, BpfError>

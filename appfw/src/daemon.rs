@@ -51,7 +51,11 @@ pub fn run(args: RunArgs) -> Result<()> {
         let existed = crate::rules::remove_leftovers()?;
         eprintln!(
             "appfw: {}",
-            if existed { "removed appfw's rules from this network namespace" } else { "no appfw rules in this network namespace" }
+            if existed {
+                "removed appfw's rules from this network namespace"
+            } else {
+                "no appfw rules in this network namespace"
+            }
         );
         return Ok(());
     }

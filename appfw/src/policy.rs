@@ -74,7 +74,8 @@ impl List {
     }
 
     fn contains(&self, p: &Process) -> bool {
-        p.exe.as_deref().is_some_and(|exe| self.exes.contains(exe)) || self.commands.iter().any(|e| matches(e, p))
+        p.exe.as_deref().is_some_and(|exe| self.exes.contains(exe))
+            || self.commands.iter().any(|e| matches(e, p))
     }
 }
 
@@ -281,8 +282,15 @@ mod tests {
         let many: Vec<String> = (0..1000).map(|i| format!("/opt/x/prog{i}")).collect();
         let refs: Vec<&str> = many.iter().map(String::as_str).collect();
         let p = Policy::new(Mode::Blacklist, &config(&[], &refs));
-        assert_eq!(p.decide(Some(&proc("/opt/x/prog999", &["prog999"]))).reason, Reason::InBlacklist);
-        assert_eq!(p.decide(Some(&proc("/opt/x/prog1000", &["prog1000"]))).reason, Reason::NotInBlacklist);
+        assert_eq!(
+            p.decide(Some(&proc("/opt/x/prog999", &["prog999"]))).reason,
+            Reason::InBlacklist
+        );
+        assert_eq!(
+            p.decide(Some(&proc("/opt/x/prog1000", &["prog1000"])))
+                .reason,
+            Reason::NotInBlacklist
+        );
     }
 
     #[test]

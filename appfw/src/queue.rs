@@ -223,6 +223,9 @@ fn run<S: OwnerStore>(
             .as_ref()
             .map(|e| e.decision.verdict)
             .unwrap_or(Verdict::Accept);
+        stats
+            .decision
+            .saturating_record((start.elapsed().as_nanos() as u64).max(1));
         match verdict {
             Verdict::Accept => {
                 stats.accepted += 1;

@@ -133,45 +133,35 @@ fn install_family(family: Family, queue_num: u16, bypass: bool) -> Result<(), Ru
     let queue = queue_num.to_string();
     let mark = format!("{REJECT_MARK:#x}");
     run(family, &["-w", "-N", CHAIN])?;
-    run(
-        family,
-        &[
-            "-w",
-            "-A",
-            CHAIN,
-            "-m",
-            "mark",
-            "--mark",
-            &mark,
-            "-p",
-            "tcp",
-            "-j",
-            "REJECT",
-            "--reject-with",
-            "tcp-reset",
-        ],
-    )?;
-    run(
-        family,
-        &[
-            "-w",
-            "-A",
-            CHAIN,
-            "-m",
-            "mark",
-            "--mark",
-            &mark,
-            "-j",
-            "REJECT",
-            "--reject-with",
-            family.icmp_reject(),
-        ],
-    )?;
+    let append = |rule: &[&str]| {
+        let mut args = vec!["-w", "-A", CHAIN];
+        args.extend_from_slice(rule);
+        run(family, &args)
+    };
+    append(&[
+        "-m",
+        "mark",
+        "--mark",
+        &mark,
+        "-p",
+        "tcp",
+        "-j",
+        "REJECT",
+        "--reject-with",
+        "tcp-reset",
+    ])?;
+    append(&[
+        "-m",
+        "mark",
+        "--mark",
+        &mark,
+        "-j",
+        "REJECT",
+        "--reject-with",
+        family.icmp_reject(),
+    ])?;
     for proto in ["tcp", "udp"] {
-        let mut args = vec![
-            "-w",
-            "-A",
-            CHAIN,
+        let mut rule = vec![
             "-p",
             proto,
             "-m",
@@ -184,9 +174,9 @@ fn install_family(family: Family, queue_num: u16, bypass: bool) -> Result<(), Ru
             &queue,
         ];
         if bypass {
-            args.push("--queue-bypass");
+            rule.push("--queue-bypass");
         }
-        run(family, &args)?;
+        append(&rule)?;
     }
     run(
         family,

@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{root, run_cmd};
+use crate::{clean_env, root, run_cmd};
 
 const TOOLCHAIN: &str = "nightly";
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -31,7 +31,8 @@ fn run_ebpf_cargo(subcommand: &str) -> Result<()> {
     ensure_rust_src()?;
     let linker = ensure_bpf_linker()?;
     let mut cmd = Command::new("rustup");
-    cmd.current_dir(root())
+    clean_env(&mut cmd)
+        .current_dir(root())
         .args([
             "run",
             TOOLCHAIN,
@@ -48,15 +49,6 @@ fn run_ebpf_cargo(subcommand: &str) -> Result<()> {
             "CARGO_ENCODED_RUSTFLAGS",
             "-Cdebuginfo=2\x1f-Clink-arg=--btf",
         );
-    for key in [
-        "RUSTC",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "RUSTUP_TOOLCHAIN",
-        "CARGO",
-    ] {
-        cmd.env_remove(key);
-    }
     if subcommand == "clippy" {
         cmd.args(["--", "-D", "warnings"]);
     }
@@ -163,16 +155,7 @@ fn ensure_bpf_linker() -> Result<PathBuf> {
     .arg("--root")
     .arg(&tools)
     .env("LLVM_PREFIX", &prefix);
-    for key in [
-        "RUSTC",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "RUSTUP_TOOLCHAIN",
-        "CARGO",
-        "CARGO_TARGET_DIR",
-    ] {
-        cmd.env_remove(key);
-    }
+    clean_env(&mut cmd).env_remove("CARGO_TARGET_DIR");
     run_cmd(&mut cmd).with_context(|| {
         format!("installing bpf-linker (if `{feature}` is not a feature of bpf-linker {BPF_LINKER_VERSION}, nightly's LLVM is newer than it supports)")
     })?;

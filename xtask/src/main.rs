@@ -65,7 +65,10 @@ enum Task {
         queue_num: u16,
     },
     #[command(hide = true)]
-    BenchOnce { proto: bench::load::Proto, target: std::net::SocketAddr },
+    BenchOnce {
+        proto: bench::load::Proto,
+        target: std::net::SocketAddr,
+    },
     #[command(hide = true)]
     BenchSpawn {
         #[arg(long)]
@@ -89,10 +92,19 @@ fn main() -> Result<()> {
             target,
             concurrency,
             duration,
-        } => bench::load::load(proto, target, concurrency, std::time::Duration::from_secs(duration)),
+        } => bench::load::load(
+            proto,
+            target,
+            concurrency,
+            std::time::Duration::from_secs(duration),
+        ),
         Task::BenchFloor { queue_num } => bench::floor::run(queue_num),
         Task::BenchOnce { proto, target } => bench::load::once(proto, target),
-        Task::BenchSpawn { count, proto, target } => bench::load::spawn(count, proto, target),
+        Task::BenchSpawn {
+            count,
+            proto,
+            target,
+        } => bench::load::spawn(count, proto, target),
     }
 }
 
@@ -149,10 +161,19 @@ fn run_counting(cmd: &mut Command) -> Result<(u64, u64)> {
 pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(root());
+    clean_env(&mut cmd);
+    cmd
+}
+
+/// Removes what the outer `cargo xtask` set for itself (compiler, wrapper,
+/// toolchain, flags), so that an inner cargo picks its own.
+pub fn clean_env(cmd: &mut Command) -> &mut Command {
     for key in [
         "RUSTC",
         "RUSTC_WRAPPER",
         "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTUP_TOOLCHAIN",
+        "CARGO",
         "CARGO_ENCODED_RUSTFLAGS",
     ] {
         cmd.env_remove(key);
@@ -185,7 +206,8 @@ fn run(args: Vec<String>) -> Result<()> {
 }
 
 fn lint() -> Result<()> {
-    run_cmd(cargo().args(["fmt", "--all", "--", "--check"])).context("cargo fmt: run `cargo fmt --all`")?;
+    run_cmd(cargo().args(["fmt", "--all", "--", "--check"]))
+        .context("cargo fmt: run `cargo fmt --all`")?;
     run_cmd(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     ebpf::clippy()
 }

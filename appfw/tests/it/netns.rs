@@ -26,7 +26,10 @@ pub struct Pair {
 
 /// Runs `ip ARGS`, panicking with its error output when it fails.
 pub fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("running ip (iproute2)");
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("running ip (iproute2)");
     assert!(
         out.status.success(),
         "ip {} failed: {}",
@@ -49,11 +52,34 @@ impl Pair {
         // Created inside the namespaces: no interface ever appears in the
         // root namespace.
         ip(&[
-            "-n", &pair.client, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &pair.server,
+            "-n",
+            &pair.client,
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &pair.server,
         ]);
-        for (ns, v4, v6) in [(&pair.client, CLIENT_V4, CLIENT_V6), (&pair.server, SERVER_V4, SERVER_V6)] {
+        for (ns, v4, v6) in [
+            (&pair.client, CLIENT_V4, CLIENT_V6),
+            (&pair.server, SERVER_V4, SERVER_V6),
+        ] {
             ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", "eth0"]);
-            ip(&["-n", ns, "addr", "add", &format!("{v6}/64"), "dev", "eth0", "nodad"]);
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
             ip(&["-n", ns, "link", "set", "eth0", "up"]);
         }
@@ -70,8 +96,12 @@ impl Pair {
 
 impl Drop for Pair {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.client]).output();
-        let _ = Command::new("ip").args(["netns", "del", &self.server]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.client])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.server])
+            .output();
     }
 }
 

@@ -20,8 +20,8 @@ use appfw_common::{
 };
 use serde::Deserialize;
 
-pub use crate::netns::{CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6};
 use crate::netns::Pair;
+pub use crate::netns::{CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6};
 
 pub const HTTP_PORT: u16 = 8080;
 pub const UDP_PORT: u16 = 5353;

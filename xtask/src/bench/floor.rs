@@ -15,7 +15,8 @@ use hdrhistogram::Histogram;
 
 pub fn run(queue_num: u16) -> Result<()> {
     let mut q = nfq::Queue::open().context("opening NFQUEUE")?;
-    q.bind(queue_num).with_context(|| format!("binding queue {queue_num}"))?;
+    q.bind(queue_num)
+        .with_context(|| format!("binding queue {queue_num}"))?;
     q.set_copy_range(queue_num, 128)?;
     q.set_fail_open(queue_num, true)?;
     q.set_queue_max_len(queue_num, 4096)?;

@@ -67,7 +67,12 @@ pub struct LoadResult {
 }
 
 /// Opens flows against `target` from `concurrency` threads for `duration`.
-pub fn load(proto: Proto, target: SocketAddr, concurrency: usize, duration: Duration) -> Result<()> {
+pub fn load(
+    proto: Proto,
+    target: SocketAddr,
+    concurrency: usize,
+    duration: Duration,
+) -> Result<()> {
     let flows = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -117,7 +122,13 @@ fn tcp_flow(target: SocketAddr) -> std::io::Result<()> {
 }
 
 fn udp_flow(target: SocketAddr) -> std::io::Result<()> {
-    let bind: SocketAddr = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
+    let bind: SocketAddr = if target.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .expect("literal");
     let s = UdpSocket::bind(bind)?;
     s.set_read_timeout(Some(TIMEOUT))?;
     s.send_to(REQUEST, target)?;
@@ -153,7 +164,9 @@ pub fn spawn(count: usize, proto: Proto, target: SocketAddr) -> Result<()> {
     for chunk in 0..count.div_ceil(4) {
         let mut children = Vec::new();
         for _ in 0..4.min(count - chunk * 4) {
-            let c = Command::new(&exe).args(["bench-once", proto_arg, &target.to_string()]).spawn()?;
+            let c = Command::new(&exe)
+                .args(["bench-once", proto_arg, &target.to_string()])
+                .spawn()?;
             pids.push(c.id());
             children.push(c);
         }

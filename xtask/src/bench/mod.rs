@@ -93,12 +93,24 @@ pub fn run(mut args: Args) -> Result<()> {
     }
     system::ensure_iptables(false)?;
     ebpf::build()?;
-    run_cmd(cargo().args(["build", "--release", "--package", "appfw", "--package", "xtask"]))?;
+    run_cmd(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "appfw",
+        "--package",
+        "xtask",
+    ]))?;
     let dir = root().join("target/bench");
     fs::create_dir_all(&dir)?;
     let blacklist = dir.join("blacklist.toml");
-    let entries: Vec<String> = (0..1000).map(|i| format!("    \"/opt/appfw-bench/not-this-program-{i}\",")).collect();
-    write_config(&blacklist, &format!("[global]\nblacklist = [\n{}\n]\n", entries.join("\n")))?;
+    let entries: Vec<String> = (0..1000)
+        .map(|i| format!("    \"/opt/appfw-bench/not-this-program-{i}\","))
+        .collect();
+    write_config(
+        &blacklist,
+        &format!("[global]\nblacklist = [\n{}\n]\n", entries.join("\n")),
+    )?;
     let monitor_cfg = dir.join("monitor.toml");
     write_config(&monitor_cfg, "[global]\n")?;
 
@@ -169,7 +181,15 @@ impl Bench {
 
     fn start_server(&self) -> Result<Child> {
         let mut child = netns::Pair::exec(&self.pair.server, self.xtask.to_str().expect("utf-8"))
-            .args(["bench-serve", "--tcp", "[::]:8080", "--udp", "0.0.0.0:5353", "--threads", "2"])
+            .args([
+                "bench-serve",
+                "--tcp",
+                "[::]:8080",
+                "--udp",
+                "0.0.0.0:5353",
+                "--threads",
+                "2",
+            ])
             .stdout(Stdio::piped())
             .spawn()
             .context("starting the bench server")?;
@@ -181,7 +201,12 @@ impl Bench {
         let mut report = Report::new(&self.args);
         for round in 0..self.args.rounds {
             for mode in Mode::ALL {
-                eprintln!("xtask: round {}/{}: {}", round + 1, self.args.rounds, mode.label());
+                eprintln!(
+                    "xtask: round {}/{}: {}",
+                    round + 1,
+                    self.args.rounds,
+                    mode.label()
+                );
                 let r = self.run_mode(mode, round == 0)?;
                 report.add(mode, r);
             }
@@ -203,7 +228,10 @@ impl Bench {
             .output()
             .context("running the load generator")?;
         if !out.status.success() {
-            bail!("load generator failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "load generator failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         serde_json::from_slice(&out.stdout).context("reading the load generator's result")
     }
@@ -243,7 +271,10 @@ impl Bench {
                 }
                 let _ = floor.wait();
                 self.remove_rules()?;
-                let floor_latency = summary.lines().last().and_then(|l| AppfwRun::parse_latency(l).ok());
+                let floor_latency = summary
+                    .lines()
+                    .last()
+                    .and_then(|l| AppfwRun::parse_latency(l).ok());
                 Ok(RunResult {
                     tcp: tcp?,
                     udp: udp?,
@@ -251,7 +282,11 @@ impl Bench {
                 })
             }
             Mode::Monitor | Mode::Blacklist => {
-                let (flag, cfg) = if mode == Mode::Monitor { ("-m", &self.monitor_cfg) } else { ("-b", &self.blacklist) };
+                let (flag, cfg) = if mode == Mode::Monitor {
+                    ("-m", &self.monitor_cfg)
+                } else {
+                    ("-b", &self.blacklist)
+                };
                 let d = self.start_appfw(&[flag], cfg)?;
                 // The start-up peak (aya parses the kernel's BTF while
                 // loading) is recorded, then the high-water mark is reset so
@@ -271,7 +306,11 @@ impl Bench {
                 run.startup_peak_kib = startup_peak;
                 run.rss_kib = rss;
                 run.map_bytes = maps;
-                Ok(RunResult { tcp: tcp?, udp: udp?, appfw: Some(run) })
+                Ok(RunResult {
+                    tcp: tcp?,
+                    udp: udp?,
+                    appfw: Some(run),
+                })
             }
         }
     }
@@ -281,16 +320,26 @@ impl Bench {
         let mut right = [0usize; 2];
         // Port 9 (discard): no reply, and a port the throughput runs did not
         // use, so no conntrack entry of theirs can hide a datagram.
-        for (i, extra) in [&[][..], &["--attribution", "procfs"][..]].into_iter().enumerate() {
+        for (i, extra) in [&[][..], &["--attribution", "procfs"][..]]
+            .into_iter()
+            .enumerate()
+        {
             let mut args = vec!["-m", "--debug"];
             args.extend_from_slice(extra);
             let d = self.start_appfw(&args, &self.monitor_cfg)?;
             let out = self
                 .in_client(&self.xtask)
-                .args(["bench-spawn", "--count", &n.to_string(), "udp", "198.51.100.2:9"])
+                .args([
+                    "bench-spawn",
+                    "--count",
+                    &n.to_string(),
+                    "udp",
+                    "198.51.100.2:9",
+                ])
                 .output()
                 .context("running the short-lived senders")?;
-            let pids: Vec<u32> = serde_json::from_slice(&out.stdout).context("reading the senders' pids")?;
+            let pids: Vec<u32> =
+                serde_json::from_slice(&out.stdout).context("reading the senders' pids")?;
             thread::sleep(Duration::from_millis(500));
             let stderr = d.stop()?;
             let exe = self.xtask.to_string_lossy().into_owned();
@@ -298,7 +347,9 @@ impl Bench {
                 .iter()
                 .filter(|pid| {
                     let needle = format!(" pid={pid} exe='{exe}'");
-                    stderr.lines().any(|l| l.contains("source=") && l.contains(&needle))
+                    stderr
+                        .lines()
+                        .any(|l| l.contains("source=") && l.contains(&needle))
                 })
                 .count();
         }
@@ -340,14 +391,20 @@ impl Bench {
     }
 
     fn rules(&self) -> String {
-        let out = netns::Pair::exec(&self.pair.client, "iptables").args(["-w", "-S"]).output();
-        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+        let out = netns::Pair::exec(&self.pair.client, "iptables")
+            .args(["-w", "-S"])
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
     }
 
     fn remove_rules(&self) -> Result<()> {
         let out = self.in_client(&self.appfw).arg("--remove-rules").output()?;
         if !out.status.success() {
-            bail!("appfw --remove-rules failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "appfw --remove-rules failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(())
     }
@@ -370,9 +427,19 @@ impl Daemon {
     /// utime + stime in clock ticks.
     fn cpu_ticks(&self) -> u64 {
         let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
         // After the comm: state is field 3, utime 14, stime 15 (1-based).
-        let get = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let get = |i: usize| {
+            fields
+                .get(i - 3)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         get(14) + get(15)
     }
 
@@ -398,12 +465,18 @@ impl Daemon {
     /// Kernel memory of the BPF maps the daemon holds (fdinfo "memlock").
     fn map_memlock(&self) -> u64 {
         let dir = format!("/proc/{}/fdinfo", self.pid());
-        let Ok(entries) = fs::read_dir(dir) else { return 0 };
+        let Ok(entries) = fs::read_dir(dir) else {
+            return 0;
+        };
         entries
             .flatten()
             .filter_map(|e| fs::read_to_string(e.path()).ok())
             .filter(|t| t.contains("map_type:"))
-            .filter_map(|t| t.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse::<u64>().ok()))
+            .filter_map(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("memlock:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            })
             .sum()
     }
 

@@ -60,7 +60,11 @@ impl AppfwRun {
             .find_map(|l| l.split("latency over ").nth(1))
             .context("no latency summary")?;
         Ok(AppfwRun {
-            packets: lat.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0),
+            packets: lat
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
             p50_us: number_after(lat, "p50 ")?,
             p99_us: number_after(lat, "p99 ")?,
             max_us: number_after(lat, "max ")?,
@@ -143,11 +147,18 @@ impl Report {
     }
 
     fn of(&self, mode: Mode) -> impl Iterator<Item = &RunResult> {
-        self.runs.iter().filter(move |(m, _)| *m == mode).map(|(_, r)| r)
+        self.runs
+            .iter()
+            .filter(move |(m, _)| *m == mode)
+            .map(|(_, r)| r)
     }
 
     fn median_rate(&self, mode: Mode, tcp: bool) -> f64 {
-        median(self.of(mode).map(|r| rate(if tcp { &r.tcp } else { &r.udp })).collect())
+        median(
+            self.of(mode)
+                .map(|r| rate(if tcp { &r.tcp } else { &r.udp }))
+                .collect(),
+        )
     }
 
     fn appfw_runs(&self, mode: Mode) -> Vec<&AppfwRun> {
@@ -157,7 +168,9 @@ impl Report {
     pub fn markdown(&self) -> String {
         let mut s = String::new();
         let kernel = command("uname", &["-r"]);
-        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0);
         s += "# appfw benchmark\n\n";
         s += &format!(
             "{} on Linux {kernel}, {cpus} CPUs; {} round(s), {} s of load per mode and protocol, {} concurrent flows; \
@@ -170,9 +183,21 @@ impl Report {
         s += "## New flows per second (median over rounds)\n\n";
         s += "| mode | TCP conn/s | vs none | vs floor | UDP flows/s | vs none | vs floor | errors |\n";
         s += "|---|---:|---:|---:|---:|---:|---:|---:|\n";
-        let (none_t, none_u) = (self.median_rate(Mode::None, true), self.median_rate(Mode::None, false));
-        let (floor_t, floor_u) = (self.median_rate(Mode::Floor, true), self.median_rate(Mode::Floor, false));
-        let pct = |a: f64, b: f64| if b > 0.0 { format!("{:.0}%", 100.0 * a / b) } else { "-".into() };
+        let (none_t, none_u) = (
+            self.median_rate(Mode::None, true),
+            self.median_rate(Mode::None, false),
+        );
+        let (floor_t, floor_u) = (
+            self.median_rate(Mode::Floor, true),
+            self.median_rate(Mode::Floor, false),
+        );
+        let pct = |a: f64, b: f64| {
+            if b > 0.0 {
+                format!("{:.0}%", 100.0 * a / b)
+            } else {
+                "-".into()
+            }
+        };
         for mode in Mode::ALL {
             let (t, u) = (self.median_rate(mode, true), self.median_rate(mode, false));
             let errors: u64 = self.of(mode).map(|r| r.tcp.errors + r.udp.errors).sum();
@@ -220,7 +245,11 @@ impl Report {
                     *a += b;
                 }
             }
-            s += &format!("| {} | {} |\n", mode.label(), sum.map(|v| v.to_string()).join(" | "));
+            s += &format!(
+                "| {} | {} |\n",
+                mode.label(),
+                sum.map(|v| v.to_string()).join(" | ")
+            );
         }
         if let Some(sl) = &self.short_lived {
             s += &format!(
@@ -244,7 +273,11 @@ impl Report {
                 mib(runs.iter().map(|r| r.startup_peak_kib).max().unwrap_or(0)),
                 mib(runs.first().map(|r| r.rss_kib).unwrap_or(0)),
                 mib(runs.last().map(|r| r.rss_kib).unwrap_or(0)),
-                if flows > 0 { cpu / flows as f64 * 10_000.0 } else { 0.0 },
+                if flows > 0 {
+                    cpu / flows as f64 * 10_000.0
+                } else {
+                    0.0
+                },
                 runs.first().map(|r| r.map_bytes).unwrap_or(0) as f64 / (1024.0 * 1024.0)
             );
         }
@@ -268,7 +301,12 @@ impl Report {
         }
         let bl = self.appfw_runs(Mode::Blacklist);
         let p99 = median(bl.iter().map(|r| r.p99_us).collect());
-        let floor_p99 = median(self.appfw_runs(Mode::Floor).iter().map(|r| r.p99_us).collect());
+        let floor_p99 = median(
+            self.appfw_runs(Mode::Floor)
+                .iter()
+                .map(|r| r.p99_us)
+                .collect(),
+        );
         let decision_p99 = median(bl.iter().map(|r| r.decision_p99_us).collect());
         s += &format!(
             "- verdict latency p99 <= 50 µs (blacklist runs, median): {p99:.1} µs - {} (the floor's p99: {floor_p99:.1} µs; appfw's decision p99: {decision_p99:.1} µs)\n",
@@ -306,7 +344,12 @@ impl Report {
         for mode in Mode::ALL {
             for r in self.of(mode) {
                 if r.tcp.flows == 0 || r.udp.flows == 0 {
-                    bail!("{}: no traffic (tcp {} udp {} flows)", mode.label(), r.tcp.flows, r.udp.flows);
+                    bail!(
+                        "{}: no traffic (tcp {} udp {} flows)",
+                        mode.label(),
+                        r.tcp.flows,
+                        r.udp.flows
+                    );
                 }
             }
             if self.of(mode).count() == 0 {

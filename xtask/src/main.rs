@@ -199,10 +199,11 @@ fn run(args: Vec<String>) -> Result<()> {
         c
     };
     cmd.args(&args);
-    let status = cmd
-        .status()
-        .with_context(|| format!("running {}", bin.display()))?;
-    std::process::exit(status.code().unwrap_or(1));
+    // Replace this process, so that Ctrl-C and kill reach appfw itself and
+    // it removes its rules before exiting.
+    use std::os::unix::process::CommandExt;
+    let err = cmd.exec();
+    Err(err).with_context(|| format!("running {}", bin.display()))
 }
 
 fn lint() -> Result<()> {

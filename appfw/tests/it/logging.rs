@@ -12,7 +12,7 @@ use crate::testbed::*;
 /// Runs `appfw ARGS` in the client namespace with /dev/log pointing at a
 /// socket the test reads: in a private mount namespace, /dev is a fresh
 /// tmpfs holding only that link, so the machine's /dev is not touched.
-fn with_private_syslog(bed: &Bed, args: &str) -> (std::process::Child, UnixDatagram) {
+fn with_private_syslog(bed: &mut Bed, args: &str) -> (u32, UnixDatagram) {
     let sock_path = bed.dir.join("log.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(200)))
@@ -30,7 +30,11 @@ fn with_private_syslog(bed: &Bed, args: &str) -> (std::process::Child, UnixDatag
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    (child, sock)
+    // sh execs ip, which execs appfw: the pid is appfw's. The bed kills it
+    // if the test fails.
+    let pid = child.id();
+    bed.adopt(child);
+    (pid, sock)
 }
 
 #[test]
@@ -38,7 +42,7 @@ fn syslog_gets_the_drop_line_with_facility_daemon() {
     let mut bed = Bed::new();
     bed.serve();
     let cfg = write_config(&bed.dir, "[global]\nblacklist = [\"/usr/bin/curl\"]\n");
-    let (mut child, sock) = with_private_syslog(&bed, &format!("-b -l -c {}", cfg.display()));
+    let (pid, sock) = with_private_syslog(&mut bed, &format!("-b -l -c {}", cfg.display()));
     // Connections until the rules are in place and the DROP is reported.
     let msg = wait_for(Duration::from_secs(20), "the DROP line in syslog", || {
         let _ = bed.curl(SERVER_V4, 1.0);
@@ -54,8 +58,13 @@ fn syslog_gets_the_drop_line_with_facility_daemon() {
         "{msg}"
     );
     // SAFETY: our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let _ = child.wait();
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    wait_for(Duration::from_secs(10), "appfw to exit", || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Exited: gone, or a zombie until the bed reaps it.
+        (stat.is_empty() || stat.contains(") Z ")).then_some(())
+    });
+    assert!(!rules_in(&bed.client, false).contains("APPFW"));
 }
 
 #[test]

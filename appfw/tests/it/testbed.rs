@@ -260,12 +260,7 @@ impl Drop for Bed {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.client])
-            .output();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.server])
-            .output();
+        // The namespaces go with `_pair`, dropped after this.
         let _ = fs::remove_dir_all(&self.dir);
     }
 }

@@ -61,8 +61,8 @@ pub struct RunArgs {
     /// Print per-packet detail and periodic statistics on stderr.
     #[arg(long)]
     pub debug: bool,
-    /// Configuration file. When the default file does not exist, built-in
-    /// defaults are used (queue 0, empty lists).
+    /// Configuration file [default: /etc/appfw/appfw.toml; when that file
+    /// does not exist, built-in defaults: queue 0, empty lists].
     #[arg(short = 'c', long, value_name = "CONFIG")]
     pub config: Option<PathBuf>,
     /// NFQUEUE number (overrides queue-num in the configuration).

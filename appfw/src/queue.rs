@@ -23,7 +23,7 @@ use nfq::Verdict as NfVerdict;
 use thiserror::Error;
 
 use crate::{
-    attribution::{Attributor, OwnerStore},
+    attribution::{Attributor, OwnerStore, Source},
     config::Action,
     packet,
     policy::{Policy, Reason, Verdict},
@@ -202,23 +202,30 @@ fn run<S: OwnerStore>(
         }
         stats.packets += 1;
 
-        let event = match packet::flow_key(msg.get_payload(), setup.netns) {
-            Some(key) => {
+        let key = packet::flow_key(msg.get_payload(), setup.netns);
+        if key.is_none() {
+            stats.unparsed += 1;
+        }
+        let event = key.map(|key| {
+            // Whatever goes wrong while judging, the packet still gets a
+            // verdict: the one for an unknown owner.
+            let judged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let a = setup.attributor.attribute(&key);
                 let decision = setup.policy.decide(a.process.as_deref());
-                Some(Event {
-                    key,
-                    source: a.source,
-                    process: a.process,
-                    decision,
-                    latency_ns: 0,
-                })
+                (a.source, a.process, decision)
+            }));
+            let (source, process, decision) = judged.unwrap_or_else(|_| {
+                stats.internal_errors += 1;
+                (Source::Unknown, None, setup.policy.decide(None))
+            });
+            Event {
+                key,
+                source,
+                process,
+                decision,
+                latency_ns: 0,
             }
-            None => {
-                stats.unparsed += 1;
-                None
-            }
-        };
+        });
         let verdict = event
             .as_ref()
             .map(|e| e.decision.verdict)

@@ -24,6 +24,8 @@ pub struct QueueStats {
     pub verdict_errors: u64,
     /// Report events lost because the reporter lagged (verdicts never are).
     pub reports_dropped: u64,
+    /// Packets whose judging panicked; they got the unknown-owner verdict.
+    pub internal_errors: u64,
     pub attribution: Counts,
 }
 
@@ -42,6 +44,7 @@ impl Default for QueueStats {
             recv_errors: 0,
             verdict_errors: 0,
             reports_dropped: 0,
+            internal_errors: 0,
             attribution: Counts::default(),
         }
     }
@@ -101,8 +104,8 @@ impl fmt::Display for QueueStats {
         )?;
         write!(
             f,
-            "packets {} (accepted {}, blocked {}, not tcp/udp {}), recv errors {}, verdict errors {}, reports dropped {}; attribution:",
-            self.packets, self.accepted, self.blocked, self.unparsed, self.recv_errors, self.verdict_errors, self.reports_dropped
+            "packets {} (accepted {}, blocked {}, not tcp/udp {}), recv errors {}, verdict errors {}, reports dropped {}, internal errors {}; attribution:",
+            self.packets, self.accepted, self.blocked, self.unparsed, self.recv_errors, self.verdict_errors, self.reports_dropped, self.internal_errors
         )?;
         for s in Source::ALL {
             write!(f, " {} {}", s.name(), self.attribution.get(s))?;

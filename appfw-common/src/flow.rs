@@ -1,5 +1,7 @@
 //! The key of a packet flow as both sides see it.
 
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
 /// `AF_INET`, as the kernel numbers it.
 pub const AF_INET: u8 = 2;
 /// `AF_INET6`, as the kernel numbers it.
@@ -114,6 +116,54 @@ impl FlowKey {
     }
 }
 
+impl FlowKey {
+    /// A key from socket addresses (`local` is the sender's end); mixed
+    /// families are IPv6 with the IPv4 side mapped, then folded as in
+    /// [`FlowKey::v6`].
+    pub fn from_endpoints(netns: u64, proto: u8, local: SocketAddr, remote: SocketAddr) -> Self {
+        match (local.ip(), remote.ip()) {
+            (IpAddr::V4(l), IpAddr::V4(r)) => Self::v4(
+                netns,
+                proto,
+                l.octets(),
+                local.port(),
+                r.octets(),
+                remote.port(),
+            ),
+            (l, r) => Self::v6(
+                netns,
+                proto,
+                v6_octets(l),
+                local.port(),
+                v6_octets(r),
+                remote.port(),
+            ),
+        }
+    }
+
+    /// The (local, remote) socket addresses of this flow.
+    pub fn endpoints(&self) -> (SocketAddr, SocketAddr) {
+        let ip = |a: &[u8; 16]| -> IpAddr {
+            if self.family == AF_INET {
+                IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+            } else {
+                IpAddr::V6(Ipv6Addr::from(*a))
+            }
+        };
+        (
+            SocketAddr::new(ip(&self.saddr), self.sport),
+            SocketAddr::new(ip(&self.daddr), self.dport),
+        )
+    }
+}
+
+fn v6_octets(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
 /// `::ffff:a.b.c.d`.
 #[inline(always)]
 pub fn is_v4_mapped(a: &[u8; 16]) -> bool {
@@ -211,6 +261,20 @@ mod tests {
         let b = ip6_from_words(words);
         assert_eq!(&b[..4], &[0x20, 0x01, 0x0d, 0xb8]);
         assert_eq!(b[15], 1);
+    }
+
+    #[test]
+    fn endpoints_round_trip_and_fold_mapped_addresses() {
+        let l: SocketAddr = "[2001:db8::1]:5000".parse().unwrap();
+        let r: SocketAddr = "[2001:db8::2]:53".parse().unwrap();
+        let k = FlowKey::from_endpoints(1, PROTO_UDP, l, r);
+        assert_eq!(k.endpoints(), (l, r));
+        let l4: SocketAddr = "198.51.100.1:5000".parse().unwrap();
+        let r4: SocketAddr = "198.51.100.2:53".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:198.51.100.2]:53".parse().unwrap();
+        let k = FlowKey::from_endpoints(1, PROTO_UDP, l4, mapped);
+        assert_eq!(k.family, AF_INET);
+        assert_eq!(k.endpoints(), (l4, r4));
     }
 
     #[test]

@@ -77,39 +77,37 @@ fn emit_events() -> bool {
     APPFW_EMIT_EVENTS.load() != 0
 }
 
-/// What [`flow_opened`] did.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Recorded {
-    New,
-    /// Same owner already recorded (a UDP socket sending again).
-    Known,
-    Failed,
+/// A socket sending again on a flow already recorded for it and for this
+/// process: only the record's time is refreshed, because the daemon trusts
+/// a UDP record only while it is fresh. False when the flow is not
+/// recorded for this socket and process (nothing is written then).
+#[inline(always)]
+pub fn flow_refreshed(key: &FlowKey, pid: u32, cookie: u64, now: u64) -> bool {
+    let Some(old) = APPFW_FLOWS.get_ptr_mut(key) else {
+        return false;
+    };
+    // SAFETY: pointer into the map's value, valid during this program; a
+    // racing writer can at worst leave one of two fresh timestamps.
+    let old = unsafe { &mut *old };
+    if old.pid != pid || old.cookie != cookie {
+        return false;
+    }
+    old.ktime_ns = now;
+    true
 }
 
-/// Records `owner` for the flow `key`. Called for every UDP datagram sent
-/// with an address, so an entry of the same socket only gets its time
-/// refreshed (and is not reported again to `appfw trace`).
+/// Records `owner` for the flow `key` (and reports it to `appfw trace` when
+/// `report_it`); false when the map update failed.
 #[inline(always)]
-pub fn flow_opened(key: &FlowKey, owner: &Owner, report_it: bool) -> Recorded {
-    if let Some(old) = APPFW_FLOWS.get_ptr_mut(key) {
-        // SAFETY: pointer into the map's value, valid during this program;
-        // a racing writer can at worst leave one of two fresh timestamps.
-        let old = unsafe { &mut *old };
-        if old.pid == owner.pid && old.cookie == owner.cookie {
-            // The daemon trusts a UDP record only while it is fresh, so
-            // every send refreshes it.
-            old.ktime_ns = owner.ktime_ns;
-            return Recorded::Known;
-        }
-    }
+pub fn flow_opened(key: &FlowKey, owner: &Owner, report_it: bool) -> bool {
     if APPFW_FLOWS.insert(key, owner, BPF_ANY as u64).is_err() {
         count(counter::MAP_UPDATE_FAILED);
-        return Recorded::Failed;
+        return false;
     }
     if report_it {
         report(key, owner);
     }
-    Recorded::New
+    true
 }
 
 /// Tells `appfw trace` (if it is the loader) about a new socket.

@@ -10,10 +10,7 @@ use aya_ebpf::{bindings::BPF_SOCK_OPS_TCP_CONNECT_CB, programs::SockOpsContext};
 
 use aya_log_ebpf::{debug, warn};
 
-use crate::{
-    maps::{self, Recorded},
-    owner,
-};
+use crate::{maps, owner};
 
 /// `BPF_SOCK_OPS_TCP_CONNECT_CB` runs in tcp_connect(), after the local
 /// port is chosen and before the SYN is built: the flow key is complete and
@@ -60,12 +57,13 @@ pub fn sock_ops(ctx: &SockOpsContext) -> u32 {
         ),
         _ => return 1,
     };
-    match maps::flow_opened(&key, &owner, true) {
-        Recorded::Failed => warn!(ctx, "appfw: flow map update failed (tcp pid {})", owner.pid),
-        _ => debug!(
+    if maps::flow_opened(&key, &owner, true) {
+        debug!(
             ctx,
             "appfw: tcp connect pid {} sport {} dport {}", owner.pid, sport, dport
-        ),
+        );
+    } else {
+        warn!(ctx, "appfw: flow map update failed (tcp pid {})", owner.pid);
     }
     maps::count(counter::TCP_CONNECT);
     1

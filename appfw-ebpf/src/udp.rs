@@ -14,7 +14,7 @@ use appfw_common::{
 };
 use aya_ebpf::{
     helpers::{
-        bpf_probe_read_kernel_buf,
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel_buf,
         generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
     },
     programs::{SockAddrContext, SockContext},
@@ -23,10 +23,7 @@ use aya_ebpf::{
 
 use aya_log_ebpf::{debug, warn};
 
-use crate::{
-    maps::{self, Recorded},
-    owner,
-};
+use crate::{maps, owner};
 
 /// connect4/6: whoever connects a TCP or UDP socket owns it. `family` is
 /// the hook's: connect4 may not read the IPv6 fields and vice versa.
@@ -85,10 +82,9 @@ pub fn sendmsg(ctx: &SockAddrContext, family: u8) -> i32 {
         if (*sa).protocol as u8 != PROTO_UDP {
             return 1;
         }
-        let netns = bpf_get_netns_cookie(ctx.as_ptr());
-        if maps::netns_ignored(netns) {
+        let Some((netns, cookie)) = owner::socket_of(ctx) else {
             return 1;
-        }
+        };
         let sk = (*sa).__bindgen_anon_1.sk;
         let sport = (*sk).src_port as u16;
         let dport = u16::from_be((*sa).user_port as u16);
@@ -120,15 +116,19 @@ pub fn sendmsg(ctx: &SockAddrContext, family: u8) -> i32 {
                 dport,
             )
         };
-        let cookie = bpf_get_socket_cookie(ctx.as_ptr());
-        let owner = owner::current(cookie, hook::UDP_SENDMSG);
-        match maps::flow_opened(&key, &owner, true) {
-            Recorded::New => debug!(
-                ctx,
-                "appfw: udp send pid {} sport {} dport {}", owner.pid, sport, dport
-            ),
-            Recorded::Known => {}
-            Recorded::Failed => warn!(ctx, "appfw: flow map update failed (udp pid {})", owner.pid),
+        // Most datagrams come from a socket whose flow is recorded already:
+        // refresh it without building a new owner.
+        let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        if !maps::flow_refreshed(&key, pid, cookie, owner::now()) {
+            let owner = owner::current(cookie, hook::UDP_SENDMSG);
+            if maps::flow_opened(&key, &owner, true) {
+                debug!(
+                    ctx,
+                    "appfw: udp send pid {} sport {} dport {}", owner.pid, sport, dport
+                );
+            } else {
+                warn!(ctx, "appfw: flow map update failed (udp pid {})", owner.pid);
+            }
         }
     }
     maps::count(counter::UDP_SENDMSG);
@@ -150,7 +150,7 @@ pub fn released(ctx: &SockContext) -> i32 {
             if let Some(mut owner) = maps::socket_owner(cookie) {
                 if let Some(key) = released_flow(ctx, dport) {
                     owner.hook = hook::UDP_RELEASE;
-                    if maps::flow_opened(&key, &owner, true) == Recorded::Failed {
+                    if !maps::flow_opened(&key, &owner, true) {
                         warn!(
                             ctx,
                             "appfw: flow map update failed (udp close pid {})", owner.pid

@@ -198,6 +198,11 @@ fn serve(
         rules.remove()?;
     }
     let stats = handle.stop();
+    let kernel_counts: Vec<String> = programs
+        .counters()
+        .iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
     drop(kernel_log);
     drop(programs);
     // The queue thread held the last report sender; the reporter drains
@@ -206,6 +211,7 @@ fn serve(
     for line in stats.to_string().lines() {
         log::info!("{line}");
     }
+    log::info!("kernel hooks: {}", kernel_counts.join(", "));
     Ok(())
 }
 

@@ -156,18 +156,9 @@ pub fn matches(entry: &Entry, p: &Process) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attribution::ProcessOrigin;
 
     fn proc(exe: &str, args: &[&str]) -> Process {
-        Process {
-            pid: 10,
-            ppid: 1,
-            uid: 0,
-            exe: Some(exe.into()),
-            args: args.iter().map(|s| s.to_string()).collect(),
-            comm: exe.rsplit('/').next().unwrap().chars().take(15).collect(),
-            origin: ProcessOrigin::Proc,
-        }
+        Process::example(exe, args)
     }
 
     fn config(white: &[&str], black: &[&str]) -> Config {

@@ -9,7 +9,6 @@ use std::{
     collections::HashSet,
     fs::{File, OpenOptions},
     io::{self, Write},
-    net::IpAddr,
     os::unix::fs::OpenOptionsExt,
     path::Path,
     sync::{mpsc, Arc},
@@ -23,7 +22,7 @@ use appfw_common::{
 use thiserror::Error;
 
 use crate::{
-    attribution::{procfs::endpoints, Process, Source},
+    attribution::{Process, Source},
     escape::escape,
     policy::{Decision, Reason, Verdict},
 };
@@ -63,19 +62,15 @@ pub fn proto_name(proto: u8) -> &'static str {
 /// `('tcp', '198.51.100.1', 43400, '198.51.100.2', 631)`, as the old tool
 /// printed Python tuples; IPv6 in its normal text form.
 pub fn tuple(key: &FlowKey) -> String {
-    let (l, r) = endpoints(key);
+    let (l, r) = key.endpoints();
     format!(
         "('{}', '{}', {}, '{}', {})",
         proto_name(key.proto),
-        ip_text(l.ip()),
+        l.ip(),
         l.port(),
-        ip_text(r.ip()),
+        r.ip(),
         r.port()
     )
-}
-
-fn ip_text(ip: IpAddr) -> String {
-    ip.to_string()
 }
 
 /// Words of the command line shown after "or".
@@ -298,18 +293,13 @@ pub fn spawn(mut sinks: Sinks) -> io::Result<(mpsc::SyncSender<Event>, thread::J
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{attribution::ProcessOrigin, config::Action};
+    use crate::config::Action;
 
     fn nc() -> Arc<Process> {
-        Arc::new(Process {
-            pid: 4490,
-            ppid: 2817,
-            uid: 0,
-            exe: Some("/bin/nc.openbsd".into()),
-            args: vec!["nc".into(), "192.168.58.1".into(), "631".into()],
-            comm: "nc".into(),
-            origin: ProcessOrigin::Proc,
-        })
+        Arc::new(Process::example(
+            "/bin/nc.openbsd",
+            &["nc", "192.168.58.1", "631"],
+        ))
     }
 
     fn event(
@@ -366,15 +356,12 @@ mod tests {
 
     #[test]
     fn ipv6_addresses_in_normal_form() {
-        let s = "2001:db8::1"
-            .parse::<std::net::Ipv6Addr>()
-            .unwrap()
-            .octets();
-        let d = "2001:db8::2"
-            .parse::<std::net::Ipv6Addr>()
-            .unwrap()
-            .octets();
-        let key = FlowKey::v6(1, PROTO_TCP, s, 40000, d, 80);
+        let key = FlowKey::from_endpoints(
+            1,
+            PROTO_TCP,
+            "[2001:db8::1]:40000".parse().unwrap(),
+            "[2001:db8::2]:80".parse().unwrap(),
+        );
         assert_eq!(
             tuple(&key),
             "('tcp', '2001:db8::1', 40000, '2001:db8::2', 80)"

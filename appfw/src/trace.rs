@@ -13,21 +13,16 @@
 use std::{
     collections::HashMap,
     io::{self, Write},
-    net::SocketAddr,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
-use appfw_common::{
-    flow::{AF_INET, PROTO_UDP},
-    owner::hook,
-    FlowKey, Owner, SocketEvent,
-};
+use appfw_common::{flow::PROTO_UDP, owner::hook, FlowKey, Owner, SocketEvent};
 use serde::Serialize;
 use tokio::io::{unix::AsyncFd, Interest};
 
 use crate::{
-    attribution::{procfs::endpoints, sock_diag::SockDiag, Attributor, Mode, Process, Source},
+    attribution::{sock_diag::SockDiag, Attributor, Mode, Process, Source},
     bpf,
     cli::TraceArgs,
     escape::escape,
@@ -56,7 +51,7 @@ pub struct Line {
 
 impl Line {
     pub fn new(key: &FlowKey, p: &Process, source: Source) -> Line {
-        let (l, r) = endpoints(key);
+        let (l, r) = key.endpoints();
         Line {
             exe: escape(p.exe.as_deref().unwrap_or("?")),
             command: escape(&p.command_line()),
@@ -177,7 +172,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
                         match diag.udp_by_cookie(key.family, cookie) {
                             Ok(Some((local, remote))) if local.port() != 0 => {
                                 let p = pending.remove(&cookie).expect("present");
-                                let full = flow_of(&key, local, remote);
+                                let full = FlowKey::from_endpoints(key.netns, key.proto, local, remote);
                                 if emit(&full, &p.event.owner, Source::CookieJoin, &mut attributor)? {
                                     return Ok(());
                                 }
@@ -199,55 +194,13 @@ pub fn run(args: TraceArgs) -> Result<()> {
     })
 }
 
-fn flow_of(key: &FlowKey, local: SocketAddr, remote: SocketAddr) -> FlowKey {
-    let octets = |a: SocketAddr| -> [u8; 16] {
-        match a.ip() {
-            std::net::IpAddr::V4(v4) => {
-                let mut b = [0u8; 16];
-                b[..4].copy_from_slice(&v4.octets());
-                b
-            }
-            std::net::IpAddr::V6(v6) => v6.octets(),
-        }
-    };
-    if key.family == AF_INET && local.is_ipv4() {
-        let (l, r) = (octets(local), octets(remote));
-        FlowKey::v4(
-            key.netns,
-            key.proto,
-            [l[0], l[1], l[2], l[3]],
-            local.port(),
-            [r[0], r[1], r[2], r[3]],
-            remote.port(),
-        )
-    } else {
-        FlowKey::v6(
-            key.netns,
-            key.proto,
-            octets(local),
-            local.port(),
-            octets(remote),
-            remote.port(),
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attribution::ProcessOrigin;
     use appfw_common::flow::PROTO_TCP;
 
     fn curl() -> Process {
-        Process {
-            pid: 4490,
-            ppid: 2817,
-            uid: 0,
-            exe: Some("/usr/bin/curl".into()),
-            args: vec!["curl".into(), "example.org".into()],
-            comm: "curl".into(),
-            origin: ProcessOrigin::Proc,
-        }
+        Process::example("/usr/bin/curl", &["curl", "example.org"])
     }
 
     #[test]
@@ -268,15 +221,12 @@ mod tests {
 
     #[test]
     fn json_line_has_the_documented_keys() {
-        let s = "2001:db8::1"
-            .parse::<std::net::Ipv6Addr>()
-            .unwrap()
-            .octets();
-        let d = "2001:db8::2"
-            .parse::<std::net::Ipv6Addr>()
-            .unwrap()
-            .octets();
-        let key = FlowKey::v6(7, PROTO_UDP, s, 5000, d, 53);
+        let key = FlowKey::from_endpoints(
+            7,
+            PROTO_UDP,
+            "[2001:db8::1]:5000".parse().unwrap(),
+            "[2001:db8::2]:53".parse().unwrap(),
+        );
         let v: serde_json::Value =
             serde_json::to_value(Line::new(&key, &curl(), Source::CookieJoin)).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();

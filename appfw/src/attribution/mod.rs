@@ -107,9 +107,6 @@ impl Counts {
     pub fn get(&self, s: Source) -> u64 {
         self.0[s.index()]
     }
-    pub fn total(&self) -> u64 {
-        self.0.iter().sum()
-    }
 }
 
 pub struct Attributor<S> {

@@ -41,6 +41,19 @@ pub struct Process {
 }
 
 impl Process {
+    /// A process known only by pid (and thread name, if any).
+    fn unnamed(pid: u32, uid: u32, comm: String) -> Process {
+        Process {
+            pid,
+            ppid: 0,
+            uid,
+            exe: None,
+            args: Vec::new(),
+            comm,
+            origin: ProcessOrigin::Comm,
+        }
+    }
+
     /// The first `n` words of the command line, space separated (`comm`
     /// when argv is unknown).
     pub fn command(&self, n: usize) -> String {
@@ -58,6 +71,29 @@ impl Process {
     /// The whole command line.
     pub fn command_line(&self) -> String {
         self.command(usize::MAX)
+    }
+}
+
+#[cfg(test)]
+impl Process {
+    /// A live process for unit tests: pid 4490, parent 2817, uid 0, comm
+    /// from the executable's name.
+    pub(crate) fn example(exe: &str, args: &[&str]) -> Process {
+        Process {
+            pid: 4490,
+            ppid: 2817,
+            uid: 0,
+            exe: Some(exe.into()),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            comm: exe
+                .rsplit('/')
+                .next()
+                .unwrap_or(exe)
+                .chars()
+                .take(15)
+                .collect(),
+            origin: ProcessOrigin::Proc,
+        }
     }
 }
 
@@ -100,15 +136,7 @@ impl ProcessCache {
     pub fn resolve_live(&mut self, pid: u32, uid: u32) -> Arc<Process> {
         match read_proc(pid, uid) {
             Some((p, _)) => Arc::new(p),
-            None => Arc::new(Process {
-                pid,
-                ppid: 0,
-                uid,
-                exe: None,
-                args: Vec::new(),
-                comm: String::new(),
-                origin: ProcessOrigin::Comm,
-            }),
+            None => Arc::new(Process::unnamed(pid, uid, String::new())),
         }
     }
 
@@ -166,15 +194,7 @@ impl ProcessCache {
                 }
             }
         }
-        Process {
-            pid: owner.pid,
-            ppid: 0,
-            uid: owner.uid,
-            exe: None,
-            args: Vec::new(),
-            comm: comm(owner),
-            origin: ProcessOrigin::Comm,
-        }
+        Process::unnamed(owner.pid, owner.uid, comm(owner))
     }
 }
 

@@ -5,10 +5,10 @@
 //! exited before the scan, so appfw only uses it when the kernel records
 //! have nothing, and counts each use.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use appfw_common::{
-    flow::{AF_INET, PROTO_TCP, PROTO_UDP},
+    flow::{PROTO_TCP, PROTO_UDP},
     FlowKey,
 };
 use procfs::process::FDTarget;
@@ -21,24 +21,9 @@ pub struct Found {
     pub inode: u64,
 }
 
-/// The (local, remote) endpoints of a flow key.
-pub fn endpoints(key: &FlowKey) -> (SocketAddr, SocketAddr) {
-    let ip = |a: &[u8; 16]| -> IpAddr {
-        if key.family == AF_INET {
-            IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
-        } else {
-            IpAddr::V6(Ipv6Addr::from(*a))
-        }
-    };
-    (
-        SocketAddr::new(ip(&key.saddr), key.sport),
-        SocketAddr::new(ip(&key.daddr), key.dport),
-    )
-}
-
 /// Finds the process owning the socket of `key` in this network namespace.
 pub fn find_owner(key: &FlowKey) -> Option<Found> {
-    let (local, remote) = endpoints(key);
+    let (local, remote) = key.endpoints();
     let (inode, uid) = find_socket(key.proto, local, remote)?;
     let pid = pid_of_inode(inode)?;
     Some(Found { pid, uid, inode })

@@ -17,8 +17,6 @@ use netlink_packet_sock_diag::{
 };
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket};
 
-use super::procfs::endpoints;
-
 /// The kernel answers at once; this only bounds a broken netlink socket so
 /// that a packet's verdict is never held for long.
 const TIMEOUT: Duration = Duration::from_millis(50);
@@ -46,7 +44,7 @@ impl SockDiag {
 
     /// The cookie of the UDP socket sending `key`, if it still exists.
     pub fn udp_cookie(&mut self, key: &FlowKey) -> io::Result<Option<u64>> {
-        let (local, remote) = endpoints(key);
+        let (local, remote) = key.endpoints();
         // udp_dump_one() looks sockets up as if receiving a datagram: the
         // kernel treats idiag_src as the packet's source (our remote end)
         // and idiag_dst as its destination (our local end), unlike TCP.

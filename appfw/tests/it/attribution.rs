@@ -41,7 +41,7 @@ fn attribute(bed: &Bed, attribution: Mode, mode: &str, host: &str, port: u16) ->
         let mut client = bed.client(mode, host, port);
         let key = client.flow_key();
         if mode.ends_with("-exit") {
-            client.wait_exit();
+            client.finish();
         }
         let got = a.attribute(&key);
         let (pid, parent) = (client.report.pid, client.report.parent);
@@ -170,8 +170,8 @@ fn same_tuple_in_two_namespaces_has_two_owners() {
     })
     .unwrap();
     let mut attributor = Attributor::new(maps, Mode::Ebpf);
-    let ca = a.client_from("tcp", SERVER_V4, HTTP_PORT, Some(SPORT));
-    let cb = b.client_from("tcp", SERVER_V4, HTTP_PORT, Some(SPORT));
+    let mut ca = a.client_from("tcp", SERVER_V4, HTTP_PORT, Some(SPORT));
+    let mut cb = b.client_from("tcp", SERVER_V4, HTTP_PORT, Some(SPORT));
     let (ka, kb) = (ca.flow_key(), cb.flow_key());
     assert_ne!(ka.netns, kb.netns);
     assert_eq!(

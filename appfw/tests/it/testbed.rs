@@ -297,34 +297,22 @@ impl Client {
         };
         let v6 = r.raddr.contains(':');
         let local = match r.laddr.as_str() {
-            "0.0.0.0" | "::" => {
-                if v6 {
-                    CLIENT_V6
-                } else {
-                    CLIENT_V4
-                }
-            }
+            "0.0.0.0" | "::" if v6 => CLIENT_V6,
+            "0.0.0.0" | "::" => CLIENT_V4,
             other => other,
         };
-        if v6 {
-            let l: std::net::Ipv6Addr = local.parse().unwrap();
-            let d: std::net::Ipv6Addr = r.raddr.parse().unwrap();
-            FlowKey::v6(r.netns, proto, l.octets(), r.lport, d.octets(), r.rport)
-        } else {
-            let l: std::net::Ipv4Addr = local.parse().unwrap();
-            let d: std::net::Ipv4Addr = r.raddr.parse().unwrap();
-            FlowKey::v4(r.netns, proto, l.octets(), r.lport, d.octets(), r.rport)
-        }
+        let ip = |a: &str| -> std::net::IpAddr { a.parse().unwrap() };
+        FlowKey::from_endpoints(
+            r.netns,
+            proto,
+            std::net::SocketAddr::new(ip(local), r.lport),
+            std::net::SocketAddr::new(ip(&r.raddr), r.rport),
+        )
     }
 
-    /// Lets the client end and waits for it.
-    pub fn finish(mut self) {
-        drop(self.stdin.take());
-        let _ = self.child.wait();
-    }
-
-    /// Waits for a client that exits by itself.
-    pub fn wait_exit(&mut self) {
+    /// Lets the client end (closing its stdin) and waits for it; a client
+    /// of an "-exit" mode has ended already.
+    pub fn finish(&mut self) {
         drop(self.stdin.take());
         let _ = self.child.wait();
     }

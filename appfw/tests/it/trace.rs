@@ -92,7 +92,7 @@ fn trace_json_has_every_key_and_the_right_pid() {
         ("udp-sendto", SERVER_V6, UDP_PORT, "udp", "ebpf"),
         ("udp-connected", SERVER_V4, UDP_PORT, "udp", "cookie-join"),
     ] {
-        let client = bed.client(mode, host, port);
+        let mut client = bed.client(mode, host, port);
         let want = client.report.clone();
         let line = next_matching(&rx, |l| {
             l.contains(&format!("\"pid\":{}", want.pid))

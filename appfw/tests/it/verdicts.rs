@@ -251,7 +251,7 @@ fn blacklisted_udp_datagrams_do_not_arrive() {
         .status()
         .unwrap();
     assert!(bash.success());
-    let py = bed.client("udp-sendto", SERVER_V4, UDP_PORT);
+    let mut py = bed.client("udp-sendto", SERVER_V4, UDP_PORT);
     wait_for(
         Duration::from_secs(5),
         "python3's datagram at the server",

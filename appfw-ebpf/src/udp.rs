@@ -150,6 +150,10 @@ pub fn released(ctx: &SockContext) -> i32 {
             if let Some(mut owner) = maps::socket_owner(cookie) {
                 if let Some(key) = released_flow(ctx, dport) {
                     owner.hook = hook::UDP_RELEASE;
+                    // The daemon trusts a UDP record only while it is fresh;
+                    // the connect may be long past, but a datagram the socket
+                    // sent can only be in flight from now on.
+                    owner.ktime_ns = owner::now();
                     if !maps::flow_opened(&key, &owner, true) {
                         warn!(
                             ctx,

@@ -27,7 +27,7 @@ use crate::cli::DEFAULT_CONFIG;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("configuration file {path} does not exist (given with -c/--config)")]
+    #[error("configuration file {path} does not exist (given with -c/--config, or it was the running configuration's file); create it or point -c at another file")]
     NotFound { path: String },
     #[error("reading configuration file {path} failed: {source}")]
     Read {
@@ -183,14 +183,21 @@ struct RawGlobal {
 /// Loads `path`, or the default file; a missing default file gives the
 /// built-in defaults, a missing explicit file is an error.
 pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-    let (path, explicit) = match path {
-        Some(p) => (p.to_path_buf(), true),
-        None => (PathBuf::from(DEFAULT_CONFIG), false),
-    };
+    match path {
+        Some(p) => load_file(p, true),
+        None => load_file(Path::new(DEFAULT_CONFIG), false),
+    }
+}
+
+/// Loads `path`; when it does not exist, that is an error if it is
+/// `required` (named by the user, or the file the running configuration
+/// came from), and the built-in defaults otherwise.
+pub fn load_file(path: &Path, required: bool) -> Result<Config, ConfigError> {
+    let path = path.to_path_buf();
     let shown = path.display().to_string();
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound && !explicit => return Ok(Config::default()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !required => return Ok(Config::default()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(ConfigError::NotFound { path: shown })
         }
@@ -435,17 +442,41 @@ mod tests {
 
     #[test]
     fn entries_resolve_symlinks() {
-        // /proc/self is a symlink on every Linux machine.
-        match Entry::parse("/proc/self").unwrap() {
-            Entry::Exe { resolved, .. } => assert!(resolved.is_some()),
+        let dir = std::env::temp_dir().join(format!("appfw-unit-{}-symlink", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("real")).unwrap();
+        let target = dir.join("real/prog");
+        fs::write(&target, b"").unwrap();
+        let link = dir.join("prog");
+        std::os::unix::fs::symlink("real/prog", &link).unwrap();
+        let canonical = fs::canonicalize(&target).unwrap();
+        let entry = Entry::parse(link.to_str().unwrap()).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            entry,
+            Entry::Exe {
+                path: link.to_str().unwrap().to_owned(),
+                resolved: Some(canonical.to_str().unwrap().to_owned()),
+            }
+        );
+        // A path that is no symlink resolves to nothing new.
+        match Entry::parse("/").unwrap() {
+            Entry::Exe { resolved, .. } => assert_eq!(resolved, None),
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
     fn explicit_missing_file_is_an_error_default_is_not() {
+        let missing = Path::new("/nonexistent/appfw.toml");
         assert!(matches!(
-            load(Some(Path::new("/nonexistent/appfw.toml"))),
+            load(Some(missing)),
+            Err(ConfigError::NotFound { path }) if path == "/nonexistent/appfw.toml"
+        ));
+        // The default file, when absent, means the built-in defaults.
+        assert_eq!(load_file(missing, false).unwrap(), Config::default());
+        assert!(matches!(
+            load_file(missing, true),
             Err(ConfigError::NotFound { .. })
         ));
     }

@@ -36,8 +36,17 @@ pub fn mode_of(args: &RunArgs) -> Mode {
     }
 }
 
-fn load_config(args: &RunArgs) -> Result<Config> {
-    let config = config::load(args.config.as_deref())?;
+/// Loads the configuration. On reload, `running` is the configuration in
+/// force: if it came from a file, that file must still be there (a vanished
+/// file is an error, never an empty policy).
+fn load_config(args: &RunArgs, running: Option<&Config>) -> Result<Config> {
+    let config = match (
+        args.config.as_deref(),
+        running.and_then(|c| c.path.as_deref()),
+    ) {
+        (Some(p), _) | (None, Some(p)) => config::load_file(p, true)?,
+        (None, None) => config::load(None)?,
+    };
     if let Some(path) = &config.path {
         config::check_permissions(path)?;
     }
@@ -60,7 +69,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         return Ok(());
     }
     let mode = mode_of(&args);
-    let config = load_config(&args)?;
+    let config = load_config(&args, None)?;
     system::require_root()?;
     if !args.no_rules {
         crate::rules::check_tools()?;
@@ -143,7 +152,7 @@ fn serve(
     .context("starting the queue thread")?;
 
     log::info!(
-        "appfw {} running: mode {}, queue {}, {} (cgroup {}), config {}",
+        "appfw {} running: mode {}, queue {}, {} (cgroup {}), config {} ({} whitelist, {} blacklist entries)",
         env!("CARGO_PKG_VERSION"),
         mode.name(),
         queue_num,
@@ -158,6 +167,8 @@ fn serve(
             .as_ref()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "built-in defaults".into()),
+        config.whitelist.len(),
+        config.blacklist.len(),
     );
     if let Some(ready) = ready {
         ready.ok();
@@ -222,7 +233,7 @@ fn reload(
     running: &Config,
     commands: &std::sync::mpsc::Sender<Command>,
 ) {
-    match load_config(args) {
+    match load_config(args, Some(running)) {
         Ok(new) => {
             if args.queue_num.is_none() && new.queue_num != queue_num {
                 log::warn!(

@@ -427,9 +427,26 @@ mod tests {
 
     #[test]
     fn timestamp_has_the_documented_shape() {
+        // The local time as date(1) prints it, in the seed's format; read
+        // before and after, since a second may turn in between.
+        let date = || {
+            let out = std::process::Command::new("date")
+                .arg("+%Y-%m-%d %H:%M:%S")
+                .output()
+                .expect("running date");
+            String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        };
+        let before = date();
         let t = timestamp();
-        assert_eq!(t.len(), 19, "{t}");
-        assert_eq!(&t[4..5], "-");
-        assert_eq!(&t[10..11], " ");
+        let after = date();
+        assert!(
+            t == before || t == after,
+            "{t:?} is neither {before:?} nor {after:?}"
+        );
+        let shape: String = t
+            .chars()
+            .map(|c| if c.is_ascii_digit() { 'N' } else { c })
+            .collect();
+        assert_eq!(shape, "NNNN-NN-NN NN:NN:NN", "{t:?}");
     }
 }

@@ -43,16 +43,51 @@ pub fn require_root() -> Result<(), SystemError> {
 /// places and caches the answer on first use, so this must run before any
 /// tracepoint is attached.
 pub fn ensure_tracefs() -> Result<(), SystemError> {
-    for dir in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
-        if dir_has_entries(Path::new(dir)) {
+    let mounted = || {
+        ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+            .iter()
+            .any(|dir| dir_has_entries(Path::new(dir)))
+    };
+    let path = "/sys/kernel/tracing";
+    mount_once("tracefs", Path::new(path), "tracefs", mounted).map_err(|source| {
+        SystemError::MountTracefs {
+            path: path.into(),
+            source,
+        }
+    })
+}
+
+/// Mounts `fstype` on `target` unless `mounted()` already holds. Another
+/// appfw (or a test) starting at the same moment may win the race: the
+/// kernel then answers EBUSY ("this filesystem is already mounted here"),
+/// and whatever the error, a mount that exists afterwards is used.
+fn mount_once(
+    source: &str,
+    target: &Path,
+    fstype: &str,
+    mounted: impl Fn() -> bool,
+) -> io::Result<()> {
+    if mounted() {
+        return Ok(());
+    }
+    let err = match mount(source, target, fstype) {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    // The winner's mount may become visible a moment after its mount(2)
+    // returned to it; EBUSY is only ever that race, so it is waited out.
+    let attempts = if err.raw_os_error() == Some(libc::EBUSY) {
+        50
+    } else {
+        1
+    };
+    for _ in 0..attempts {
+        if mounted() {
             return Ok(());
         }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    let path = "/sys/kernel/tracing";
-    mount("tracefs", path, "tracefs").map_err(|source| SystemError::MountTracefs {
-        path: path.into(),
-        source,
-    })
+    Err(err)
 }
 
 /// A cgroup v2 root: the mount point and an open directory handle.
@@ -61,6 +96,9 @@ pub struct Cgroup2 {
     pub dir: std::fs::File,
 }
 
+/// Where appfw mounts cgroup v2 when none is mounted.
+const CGROUP2_MOUNT: &str = "/run/appfw/cgroup2";
+
 /// Finds the cgroup v2 hierarchy in /proc/self/mountinfo (it is at
 /// /sys/fs/cgroup on unified systems, /sys/fs/cgroup/unified on hybrid
 /// ones), or mounts one under /run/appfw.
@@ -68,14 +106,15 @@ pub fn cgroup2_root() -> Result<Cgroup2, SystemError> {
     let path = match find_cgroup2()? {
         Some(p) => p,
         None => {
-            let path = PathBuf::from("/run/appfw/cgroup2");
+            let path = PathBuf::from(CGROUP2_MOUNT);
             let err = |source| SystemError::MountCgroup2 {
                 path: path.display().to_string(),
                 source,
             };
             std::fs::create_dir_all(&path).map_err(err)?;
-            mount("cgroup2", path.to_str().unwrap_or_default(), "cgroup2").map_err(err)?;
-            path
+            let mounted = || matches!(find_cgroup2(), Ok(Some(_)));
+            mount_once("cgroup2", &path, "cgroup2", mounted).map_err(err)?;
+            find_cgroup2()?.unwrap_or(path)
         }
     };
     let dir = std::fs::File::open(&path).map_err(|source| SystemError::OpenCgroup {
@@ -103,9 +142,14 @@ fn dir_has_entries(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-fn mount(source: &str, target: &str, fstype: &str) -> io::Result<()> {
-    let c = |s: &str| CString::new(s).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e));
-    let (source, target, fstype) = (c(source)?, c(target)?, c(fstype)?);
+fn mount(source: &str, target: &Path, fstype: &str) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |s: &[u8]| CString::new(s).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e));
+    let (source, target, fstype) = (
+        c(source.as_bytes())?,
+        c(target.as_os_str().as_bytes())?,
+        c(fstype.as_bytes())?,
+    );
     // SAFETY: valid NUL-terminated strings; no data argument.
     let rc = unsafe {
         libc::mount(

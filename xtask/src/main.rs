@@ -221,7 +221,7 @@ fn test(args: Vec<String>) -> Result<()> {
         );
     }
     system::ensure_iptables(false)?;
-    system::check_test_tools()?;
+    system::ensure_test_tools()?;
     ebpf::build()?;
     if args.is_empty() {
         lint()?;

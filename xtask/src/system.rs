@@ -18,58 +18,104 @@ fn have(tool: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// iptables/ip6tables: installed with apt-get when missing and possible.
-pub fn ensure_iptables(optional: bool) -> Result<()> {
-    if have("iptables") && have("ip6tables") {
+/// Is `tool` there: an absolute path must be an executable file (the tests
+/// run some tools by path), a bare name must answer `--version` (or `-V`).
+fn present(tool: &str) -> bool {
+    if tool.starts_with('/') {
+        use std::os::unix::fs::PermissionsExt;
+        return std::fs::metadata(tool)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    }
+    have(tool)
+        || Command::new(tool)
+            .arg("-V")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+}
+
+/// Installs, with apt-get, the Debian package of every `(tool, package)`
+/// whose tool is missing; fails naming what is still missing.
+fn ensure(tools: &[(&str, &str)], why: &str) -> Result<()> {
+    let missing = |tools: &[(&str, &str)]| -> Vec<(String, String)> {
+        tools
+            .iter()
+            .filter(|(t, _)| !present(t))
+            .map(|(t, p)| (t.to_string(), p.to_string()))
+            .collect()
+    };
+    let first = missing(tools);
+    if first.is_empty() {
         return Ok(());
     }
+    let mut packages: Vec<&str> = first.iter().map(|(_, p)| p.as_str()).collect();
+    packages.dedup();
+    if is_root() && have("apt-get") {
+        eprintln!(
+            "xtask: missing {}; installing: apt-get install -y {}",
+            first
+                .iter()
+                .map(|(t, _)| t.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            packages.join(" ")
+        );
+        let install = || {
+            Command::new("apt-get")
+                .args(["install", "-y", "-q"])
+                .args(&packages)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        };
+        if !install() {
+            // A new machine has no package lists yet.
+            eprintln!("xtask: apt-get install failed; refreshing the package lists and retrying");
+            let _ = Command::new("apt-get").args(["update", "-q"]).status();
+            install();
+        }
+    }
+    let still = missing(tools);
+    if still.is_empty() {
+        return Ok(());
+    }
+    let mut packages: Vec<&str> = still.iter().map(|(_, p)| p.as_str()).collect();
+    packages.dedup();
+    bail!(
+        "{why} need {}: install them (apt-get install {})",
+        still
+            .iter()
+            .map(|(t, _)| t.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        packages.join(" ")
+    )
+}
+
+/// iptables/ip6tables: installed with apt-get when missing and possible.
+pub fn ensure_iptables(optional: bool) -> Result<()> {
     if optional {
         return Ok(());
     }
-    if is_root() && have("apt-get") {
-        eprintln!("xtask: iptables is missing; installing it: apt-get install -y iptables");
-        let ok = Command::new("apt-get")
-            .args(["install", "-y", "-q", "iptables"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !ok {
-            eprintln!("xtask: apt-get install failed; refreshing the package lists and retrying");
-            let _ = Command::new("apt-get").args(["update", "-q"]).status();
-            let _ = Command::new("apt-get")
-                .args(["install", "-y", "-q", "iptables"])
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .status();
-        }
-        if have("iptables") && have("ip6tables") {
-            return Ok(());
-        }
-    }
-    bail!("iptables and ip6tables are needed (appfw installs its rules with them): install the iptables package (apt-get install iptables / dnf install iptables)")
+    ensure(
+        &[("iptables", "iptables"), ("ip6tables", "iptables")],
+        "appfw's rules",
+    )
 }
 
-/// What the integration tests run besides appfw.
-pub fn check_test_tools() -> Result<()> {
-    let mut missing = Vec::new();
-    if !Command::new("ip")
-        .args(["-V"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-    {
-        missing.push("ip (iproute2)");
-    }
-    for tool in ["curl", "python3"] {
-        if !have(tool) {
-            missing.push(tool);
-        }
-    }
-    if !missing.is_empty() {
-        bail!(
-            "the integration tests need {}; install them (apt-get install iproute2 curl python3)",
-            missing.join(", ")
-        );
-    }
-    Ok(())
+/// What the integration tests run besides appfw, installed when missing.
+pub fn ensure_test_tools() -> Result<()> {
+    ensure(
+        &[
+            ("ip", "iproute2"),
+            ("/usr/bin/curl", "curl"),
+            ("/usr/bin/python3", "python3"),
+            ("/usr/bin/wget", "wget"),
+            ("unshare", "util-linux"),
+            ("setpriv", "util-linux"),
+            ("/usr/bin/ping", "iputils-ping"),
+        ],
+        "the integration tests",
+    )
 }

@@ -7,9 +7,9 @@
 //! 2. the same with the source address unspecified (UDP sent from a socket
 //!    bound to the wildcard address);
 //! 3. for UDP, sock_diag: tuple -> socket cookie -> the connect-time owner
-//!    (connected UDP sockets, e.g. glibc's DNS resolver), and the flow map
-//!    again in case the socket closed meanwhile (its flow is recorded at
-//!    close);
+//!    (connected UDP sockets, e.g. glibc's DNS resolver); when no socket
+//!    has the tuple any more, the newest record of it (a socket that closed
+//!    or exited records its flow at close);
 //! 4. /proc: tuple -> socket inode -> pid (the fallback, slow and racy);
 //!
 //! and then names the owner's process through a cache keyed by process
@@ -20,7 +20,7 @@ pub mod process;
 pub mod procfs;
 pub mod sock_diag;
 
-use std::sync::Arc;
+use std::{io, sync::Arc};
 
 use appfw_common::{flow::PROTO_UDP, FlowKey, Owner, ProcKey, ProcRecord};
 
@@ -39,10 +39,46 @@ pub trait OwnerStore {
     }
 }
 
-/// A UDP record older than this is not trusted for a new packet: a
-/// datagram waits in the queue for milliseconds, and its socket's record
-/// was refreshed when it was sent.
+/// The kernel's socket tables, asked when the hooks' records are not
+/// enough. The daemon asks the kernel ([`SystemTables`]); unit tests
+/// answer from memory, so they never read the host's sockets.
+pub trait SocketTables {
+    /// The cookie of the live UDP socket that sends `key`'s datagrams;
+    /// `Ok(None)` when no socket has that tuple (any more).
+    fn udp_cookie(&mut self, key: &FlowKey) -> io::Result<Option<u64>>;
+    /// The /proc fallback: the process holding the socket of `key`.
+    fn find_owner(&mut self, key: &FlowKey) -> Option<procfs::Found>;
+}
+
+/// sock_diag (opened on first use) and /proc.
+#[derive(Default)]
+pub struct SystemTables {
+    diag: Option<sock_diag::SockDiag>,
+}
+
+impl SocketTables for SystemTables {
+    fn udp_cookie(&mut self, key: &FlowKey) -> io::Result<Option<u64>> {
+        let diag = match &mut self.diag {
+            Some(d) => d,
+            None => self.diag.insert(sock_diag::SockDiag::open()?),
+        };
+        diag.udp_cookie(key)
+    }
+
+    fn find_owner(&mut self, key: &FlowKey) -> Option<procfs::Found> {
+        procfs::find_owner(key)
+    }
+}
+
+/// A UDP record younger than this is trusted at once: its socket's record
+/// is refreshed by every send, so a datagram finds its own record fresh.
+/// An older one is checked against the live sockets first.
 pub const UDP_RECORD_TTL_NS: u64 = 2_000_000_000;
+
+/// With no live socket on a tuple, its newest record names the datagram's
+/// sender only if it is younger than this: the longest a datagram is
+/// assumed to wait in a busy queue.
+pub const UDP_QUEUE_WAIT_NS: u64 = 30_000_000_000;
 
 /// How a flow was attributed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -109,20 +145,26 @@ impl Counts {
     }
 }
 
-pub struct Attributor<S> {
+pub struct Attributor<S, T = SystemTables> {
     store: S,
     mode: Mode,
-    diag: Option<sock_diag::SockDiag>,
+    tables: T,
     processes: ProcessCache,
     counts: Counts,
 }
 
 impl<S: OwnerStore> Attributor<S> {
     pub fn new(store: S, mode: Mode) -> Self {
+        Self::with_tables(store, mode, SystemTables::default())
+    }
+}
+
+impl<S: OwnerStore, T: SocketTables> Attributor<S, T> {
+    pub fn with_tables(store: S, mode: Mode, tables: T) -> Self {
         Attributor {
             store,
             mode,
-            diag: None,
+            tables,
             processes: ProcessCache::new(),
             counts: Counts::default(),
         }
@@ -164,41 +206,33 @@ impl<S: OwnerStore> Attributor<S> {
         }
         // UDP records are never deleted, and one for an unbound socket
         // (source unspecified) may shadow a later socket that reuses the
-        // port; but each send refreshes its record, so a datagram always
-        // finds its own record fresh. Unbound senders are the common case:
-        // their key is tried first.
+        // port. Each send refreshes its socket's record, so a fresh record
+        // is the sender's; an older one must be checked against the live
+        // sockets.
         let now = self.store.now_ns();
-        let fresh = |o: &Owner| now.saturating_sub(o.ktime_ns) < UDP_RECORD_TTL_NS;
-        let wildcard = key.without_saddr();
-        let recorded = |store: &S| -> Option<(Source, Owner)> {
-            let w = (!key.saddr_is_unspecified())
-                .then(|| store.flow(&wildcard))
-                .flatten()
-                .filter(fresh)
-                .map(|o| (Source::EbpfWildcard, o));
-            w.or_else(|| store.flow(key).filter(fresh).map(|o| (Source::Ebpf, o)))
-        };
-        if let Some(hit) = recorded(&self.store) {
+        let age = |o: &Owner| now.saturating_sub(o.ktime_ns);
+        // Unbound senders are the common case: their key is tried first.
+        let wildcard = wildcard_record(&self.store, key);
+        if let Some(hit) = wildcard.filter(|(_, o)| age(o) < UDP_RECORD_TTL_NS) {
             return Some(hit);
         }
-        let diag = match &mut self.diag {
-            Some(d) => d,
-            None => match sock_diag::SockDiag::open() {
-                Ok(d) => self.diag.insert(d),
-                Err(e) => {
-                    log::warn!(
-                        "sock_diag unavailable, connected UDP sockets fall back to /proc: {e}"
-                    );
-                    return None;
-                }
-            },
-        };
-        match diag.udp_cookie(key) {
+        let exact = exact_record(&self.store, key);
+        if let Some(hit) = exact.filter(|(_, o)| age(o) < UDP_RECORD_TTL_NS) {
+            return Some(hit);
+        }
+        let newest = newer(wildcard, exact);
+        match self.tables.udp_cookie(key) {
+            // The recorded socket itself, quiet for a while.
+            Ok(Some(cookie)) if newest.is_some_and(|(_, o)| o.cookie == cookie) => newest,
             Ok(Some(cookie)) => self.store.socket(cookie).map(|o| (Source::CookieJoin, o)),
-            // Gone from the socket table: sock_release recorded its flow
-            // before unhashing it (IPv6 with the source unspecified), so
-            // the map has it now.
-            Ok(None) => recorded(&self.store),
+            // No socket has the tuple: it closed or exited after sending,
+            // and its last record (written at close for a connected
+            // socket) names it. Read again: it may have closed just now.
+            Ok(None) => newer(
+                wildcard_record(&self.store, key),
+                exact_record(&self.store, key),
+            )
+            .filter(|(_, o)| age(o) < UDP_QUEUE_WAIT_NS),
             Err(e) => {
                 log::debug!("sock_diag lookup failed: {e}");
                 None
@@ -207,13 +241,34 @@ impl<S: OwnerStore> Attributor<S> {
     }
 
     fn fallback(&mut self, key: &FlowKey) -> (Source, Option<Arc<Process>>) {
-        match procfs::find_owner(key) {
+        match self.tables.find_owner(key) {
             Some(found) => (
                 Source::Procfs,
                 Some(self.processes.resolve_live(found.pid, found.uid)),
             ),
             None => (Source::Unknown, None),
         }
+    }
+}
+
+/// A UDP flow's record with the source address unspecified: an unbound
+/// sender's, or an IPv6 socket's recorded at close.
+fn wildcard_record(store: &impl OwnerStore, key: &FlowKey) -> Option<(Source, Owner)> {
+    (!key.saddr_is_unspecified())
+        .then(|| store.flow(&key.without_saddr()))
+        .flatten()
+        .map(|o| (Source::EbpfWildcard, o))
+}
+
+fn exact_record(store: &impl OwnerStore, key: &FlowKey) -> Option<(Source, Owner)> {
+    store.flow(key).map(|o| (Source::Ebpf, o))
+}
+
+/// The more recently written of two records.
+fn newer(a: Option<(Source, Owner)>, b: Option<(Source, Owner)>) -> Option<(Source, Owner)> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if a.1.ktime_ns > b.1.ktime_ns { a } else { b }),
+        (a, b) => a.or(b),
     }
 }
 
@@ -248,6 +303,30 @@ pub(crate) mod tests {
         fn now_ns(&self) -> u64 {
             self.now
         }
+    }
+
+    /// Socket tables answered from memory; counts what was asked.
+    #[derive(Default)]
+    pub struct MemTables {
+        /// The live UDP socket of every tuple that has one.
+        pub udp: HashMap<FlowKey, u64>,
+        pub udp_asked: u32,
+        pub procfs_asked: u32,
+    }
+
+    impl SocketTables for MemTables {
+        fn udp_cookie(&mut self, key: &FlowKey) -> io::Result<Option<u64>> {
+            self.udp_asked += 1;
+            Ok(self.udp.get(key).copied())
+        }
+        fn find_owner(&mut self, _key: &FlowKey) -> Option<procfs::Found> {
+            self.procfs_asked += 1;
+            None
+        }
+    }
+
+    fn attributor(store: MemStore) -> Attributor<MemStore, MemTables> {
+        Attributor::with_tables(store, Mode::Ebpf, MemTables::default())
     }
 
     pub fn owner(pid: u32, start_ns: u64, ktime_ns: u64) -> Owner {
@@ -303,7 +382,7 @@ pub(crate) mod tests {
             ProcKey::new(GONE, 100),
             record(100, 1, "/nonexistent/nc", &["nc", "198.51.100.2"]),
         );
-        let mut a = Attributor::new(store, Mode::Ebpf);
+        let mut a = attributor(store);
         let got = a.attribute(&k);
         assert_eq!(got.source, Source::Ebpf);
         let p = got.process.unwrap();
@@ -319,7 +398,7 @@ pub(crate) mod tests {
         let mut store = MemStore::default();
         let k = key(PROTO_UDP, [198, 51, 100, 1]);
         store.flows.insert(k.without_saddr(), owner(GONE, 0, 1));
-        let mut a = Attributor::new(store, Mode::Ebpf);
+        let mut a = attributor(store);
         let got = a.attribute(&k);
         assert_eq!(got.source, Source::EbpfWildcard);
         assert_eq!(got.process.unwrap().pid, GONE);
@@ -328,17 +407,68 @@ pub(crate) mod tests {
     #[test]
     fn stale_udp_record_of_a_reused_port_is_not_trusted() {
         // An unbound socket sent from this port long ago; now a connected
-        // socket (no send-time record) uses it. The old owner must not win.
+        // socket (no send-time record) uses it. The live socket's owner
+        // wins, and without one anywhere the flow is unknown.
         let mut store = MemStore::default();
         let k = key(PROTO_UDP, [198, 51, 100, 1]);
-        store.now = 100 * UDP_RECORD_TTL_NS;
+        store.now = 100 * UDP_QUEUE_WAIT_NS;
         store.flows.insert(k.without_saddr(), owner(GONE, 0, 1));
-        let mut a = Attributor::new(store, Mode::Ebpf);
-        let got = a.attribute(&k);
-        assert!(
-            !matches!(got.source, Source::Ebpf | Source::EbpfWildcard),
-            "a stale record was used: {got:?}"
+        let mut connected = owner(GONE - 7, 0, store.now - UDP_QUEUE_WAIT_NS);
+        connected.cookie = 77;
+        store.sockets.insert(77, connected);
+
+        let mut alone = Attributor::with_tables(
+            MemStore {
+                flows: store.flows.clone(),
+                now: store.now,
+                ..MemStore::default()
+            },
+            Mode::Ebpf,
+            MemTables::default(),
         );
+        let got = alone.attribute(&k);
+        assert_eq!(got.source, Source::Unknown);
+        assert!(got.process.is_none(), "{got:?}");
+        assert_eq!(alone.tables.udp_asked, 1, "the live sockets were not asked");
+
+        let mut tables = MemTables::default();
+        tables.udp.insert(k, 77);
+        let mut a = Attributor::with_tables(store, Mode::Ebpf, tables);
+        let got = a.attribute(&k);
+        assert_eq!(got.source, Source::CookieJoin);
+        assert_eq!(got.process.unwrap().pid, GONE - 7);
+    }
+
+    #[test]
+    fn udp_record_of_a_socket_gone_while_its_datagram_waited_names_it() {
+        // A connected socket sent, closed (recorded then) and the datagram
+        // waited longer than the fast-path TTL in a busy queue.
+        let mut store = MemStore::default();
+        let k = key(PROTO_UDP, [198, 51, 100, 1]);
+        store.now = 10 * UDP_QUEUE_WAIT_NS;
+        store
+            .flows
+            .insert(k, owner(GONE, 0, store.now - 3 * UDP_RECORD_TTL_NS));
+        let mut a = attributor(store);
+        let got = a.attribute(&k);
+        assert_eq!(got.source, Source::Ebpf);
+        assert_eq!(got.process.unwrap().pid, GONE);
+    }
+
+    #[test]
+    fn quiet_udp_socket_still_alive_keeps_its_record() {
+        let mut store = MemStore::default();
+        let k = key(PROTO_UDP, [198, 51, 100, 1]);
+        store.now = 10 * UDP_QUEUE_WAIT_NS;
+        let mut o = owner(GONE, 0, 1);
+        o.cookie = 5;
+        store.flows.insert(k.without_saddr(), o);
+        let mut tables = MemTables::default();
+        tables.udp.insert(k, 5);
+        let mut a = Attributor::with_tables(store, Mode::Ebpf, tables);
+        let got = a.attribute(&k);
+        assert_eq!(got.source, Source::EbpfWildcard);
+        assert_eq!(got.process.unwrap().pid, GONE);
     }
 
     #[test]
@@ -348,7 +478,7 @@ pub(crate) mod tests {
         store.now = 10 * UDP_RECORD_TTL_NS;
         store.flows.insert(k.without_saddr(), owner(GONE, 0, 1));
         store.flows.insert(k, owner(GONE - 1, 0, store.now - 1000));
-        let mut a = Attributor::new(store, Mode::Ebpf);
+        let mut a = attributor(store);
         let got = a.attribute(&k);
         assert_eq!(got.source, Source::Ebpf);
         assert_eq!(got.process.unwrap().pid, GONE - 1);
@@ -359,8 +489,12 @@ pub(crate) mod tests {
         let mut store = MemStore::default();
         let k = key(6, [198, 51, 100, 1]);
         store.flows.insert(k.without_saddr(), owner(GONE, 0, 1));
-        let mut a = Attributor::new(store, Mode::Ebpf);
-        assert_ne!(a.attribute(&k).source, Source::EbpfWildcard);
+        let mut a = attributor(store);
+        let got = a.attribute(&k);
+        assert_eq!(got.source, Source::Unknown);
+        assert!(got.process.is_none(), "{got:?}");
+        // TCP goes from its exact record straight to the /proc fallback.
+        assert_eq!((a.tables.udp_asked, a.tables.procfs_asked), (0, 1));
     }
 
     #[test]
@@ -379,7 +513,7 @@ pub(crate) mod tests {
             ProcKey::new(GONE, 500),
             record(500, 1, "/nonexistent/new", &["new"]),
         );
-        let mut a = Attributor::new(store, Mode::Ebpf);
+        let mut a = attributor(store);
         let p = a.attribute(&k).process.unwrap();
         assert_eq!(p.exe.as_deref(), Some("/nonexistent/old"));
     }
@@ -389,7 +523,7 @@ pub(crate) mod tests {
         let mut store = MemStore::default();
         let k = key(6, [198, 51, 100, 1]);
         store.flows.insert(k, owner(GONE, 0, 1));
-        let mut a = Attributor::new(store, Mode::Ebpf);
+        let mut a = attributor(store);
         let p = a.attribute(&k).process.unwrap();
         assert_eq!(p.exe, None);
         assert_eq!(p.comm, "test");
@@ -409,7 +543,7 @@ pub(crate) mod tests {
             ProcKey::new(GONE, 100),
             record(100, 1, "/nonexistent/a", &["a"]),
         );
-        let mut a = Attributor::new(store, Mode::Ebpf);
+        let mut a = attributor(store);
         let p1 = a.attribute(&k1).process.unwrap();
         // Remove the record: a second lookup must come from the cache.
         a.store().procs.borrow_mut().clear();

@@ -103,12 +103,47 @@ fn config_writable_by_others_is_refused() {
 
 #[test]
 fn example_config_is_accepted_by_the_daemon() {
-    // The documented example, as shipped, starts a daemon.
+    // The documented example, as shipped, is the daemon's policy: its lists
+    // are loaded whole and its blacklist blocks what it names.
     let mut bed = Bed::new();
     bed.serve();
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/appfw.toml");
     let text = std::fs::read_to_string(example).unwrap();
+    let parsed = appfw::config::parse_str(&text, example).unwrap();
+    assert!(
+        parsed
+            .blacklist
+            .iter()
+            .any(|e| e.to_string() == "/usr/bin/wget"),
+        "the example blacklists wget; this test relies on it"
+    );
     let d = Daemon::start(&bed, &["-b"], Some(&text));
+    let counts = format!(
+        "({} whitelist, {} blacklist entries)",
+        parsed.whitelist.len(),
+        parsed.blacklist.len()
+    );
+    assert!(
+        d.stderr_text().contains(&counts),
+        "{counts} not in: {}",
+        d.stderr_text()
+    );
+    let url = format!("http://{SERVER_V4}:{HTTP_PORT}/");
+    let wget = bed
+        .in_client("/usr/bin/wget")
+        .args(["-q", "-O", "-", "--tries=1", "--timeout=2", &url])
+        .output()
+        .unwrap();
+    assert!(
+        !wget.status.success(),
+        "wget is blacklisted by the example but got through"
+    );
+    let curl = bed.curl(SERVER_V4, 5.0);
+    assert!(
+        String::from_utf8_lossy(&curl.stdout).contains("appfw-test-ok"),
+        "curl is not in the example's blacklist and must connect: {curl:?}"
+    );
+    d.wait_trace_line(&["'/usr/bin/wget'", "is in blacklist -> DROP."]);
     d.stop();
 }
 

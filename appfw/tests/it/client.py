@@ -6,6 +6,7 @@ import os
 import socket
 import sys
 import threading
+import time
 
 SO_NETNS_COOKIE = 71
 mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -58,6 +59,17 @@ elif mode == "udp-sendto-exit":
     s = udp_sendto(); report(s, "udp"); os._exit(0)
 elif mode == "udp-connected-exit":
     s = udp_connected(); report(s, "udp"); s.close(); os._exit(0)
+elif mode in ("udp-connected-late-exit", "udp-connected-late-close"):
+    # Connected long before the one datagram, then closed at once: by exit,
+    # or by close() in a process that lives on.
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.connect((host, port))
+    time.sleep(2.5)
+    s.send(b"appfw-test")
+    report(s, "udp")
+    if mode.endswith("-exit"):
+        os._exit(0)
+    s.close()
 elif mode == "tcp-fork":
     r, w = os.pipe()
     pid = os.fork()

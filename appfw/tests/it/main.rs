@@ -5,7 +5,9 @@
 
 mod attribution;
 mod cli;
+mod enforcement;
 mod logging;
+mod mounts;
 mod netns;
 mod testbed;
 mod trace;

@@ -25,9 +25,14 @@ pub use crate::netns::{CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6};
 
 pub const HTTP_PORT: u16 = 8080;
 pub const UDP_PORT: u16 = 5353;
+/// The sink's TCP and UDP port (see [`Bed::sink`]).
+pub const SINK_PORT: u16 = 9000;
+/// The unprivileged user that attacks run as (nobody).
+pub const ATTACKER_UID: u32 = 65534;
 
 const CLIENT_PY: &str = include_str!("client.py");
 const SERVER_PY: &str = include_str!("server.py");
+const SINK_PY: &str = include_str!("sink.py");
 
 /// Fails the test (does not skip it) when it cannot run here.
 pub fn require_root() {
@@ -148,6 +153,73 @@ while True:
         assert_eq!(line.trim(), "ready", "DNS listener did not start");
         self.children.push(child);
         self
+    }
+
+    /// Starts the sink in the server namespace: every TCP or UDP payload to
+    /// [`SINK_PORT`] and every ICMP echo request is recorded (see
+    /// [`Bed::sink_received`]).
+    pub fn sink(&mut self) -> &mut Self {
+        let log = self.dir.join("sink.log");
+        let mut child = Pair::exec(&self.server, python())
+            .args(["-c", SINK_PY])
+            .arg(&log)
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("starting the sink");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "the sink did not start");
+        self.children.push(child);
+        self
+    }
+
+    /// What reached the sink, one line per payload:
+    /// `<proto> <source> <payload repr>`.
+    pub fn sink_received(&self) -> String {
+        fs::read_to_string(self.dir.join("sink.log")).unwrap_or_default()
+    }
+
+    /// Waits up to `timeout` for a sink line containing `marker`.
+    pub fn sink_got(&self, marker: &str, timeout: Duration) -> bool {
+        let start = Instant::now();
+        loop {
+            if self.sink_received().contains(marker) {
+                return true;
+            }
+            if start.elapsed() > timeout {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A command run in the client namespace as the unprivileged
+    /// [`ATTACKER_UID`], with no supplementary groups and no capabilities:
+    /// how an attack runs.
+    pub fn as_attacker(&self, program: &str) -> Command {
+        let mut c = Pair::exec(&self.client, "setpriv");
+        c.args([
+            &format!("--reuid={ATTACKER_UID}"),
+            &format!("--regid={ATTACKER_UID}"),
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--",
+            program,
+        ]);
+        c
+    }
+
+    /// A directory the attacker can write (scripts, copies of programs).
+    pub fn attacker_dir(&self) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let d = self.dir.join("attacker");
+        fs::create_dir_all(&d).unwrap();
+        fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o1777)).unwrap();
+        d
     }
 
     pub fn dns_received(&self) -> String {

@@ -12,10 +12,12 @@
 pub mod flow;
 pub mod maps;
 pub mod owner;
+pub mod verdict;
 
 pub use flow::FlowKey;
 pub use maps::SocketEvent;
 pub use owner::{ExecArgs, Owner, ProcKey, ProcRecord};
+pub use verdict::{PacketKey, SocketVerdict};
 
 #[cfg(feature = "user")]
 mod pod {
@@ -30,4 +32,8 @@ mod pod {
     unsafe impl aya::Pod for super::ProcRecord {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ExecArgs {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PacketKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SocketVerdict {}
 }

@@ -5,10 +5,41 @@
 pub const FLOWS: &str = "APPFW_FLOWS";
 pub const FLOWS_CAPACITY: u32 = 16_384;
 
-/// Socket cookie -> [`crate::Owner`], from `connect4/6`: joins a connected
-/// UDP socket found through sock_diag to the process that connected it.
+/// Socket cookie -> [`crate::Owner`] of every live socket: who created it
+/// (`sock_create`), replaced by who connected it (`connect4/6`) or sent
+/// from it as another process (`sendmsg4/6`).
 pub const SOCKETS: &str = "APPFW_SOCKETS";
-pub const SOCKETS_CAPACITY: u32 = 16_384;
+pub const SOCKETS_CAPACITY: u32 = 65_536;
+
+/// Socket cookie -> [`crate::Owner`] of sockets that closed (moved there
+/// from [`SOCKETS`] at close): a datagram may still wait in the queue.
+pub const CLOSED_SOCKETS: &str = "APPFW_CLOSED_SOCKETS";
+pub const CLOSED_SOCKETS_CAPACITY: u32 = 16_384;
+
+/// Socket cookie -> [`crate::SocketVerdict`]: what netfilter applies to the
+/// socket's packets without asking the daemon.
+pub const VERDICTS: &str = "APPFW_VERDICTS";
+pub const VERDICTS_CAPACITY: u32 = 65_536;
+
+/// [`crate::PacketKey`] -> socket cookie of the packets sent to the queue.
+/// Holds more than the queue does, so a packet's entry outlives its wait.
+pub const QUEUED: &str = "APPFW_QUEUED";
+pub const QUEUED_CAPACITY: u32 = 16_384;
+
+/// Settings the daemon changes while running (an array of u32, indexed by
+/// `crate::verdict::SETTING_*`).
+pub const SETTINGS: &str = "APPFW_SETTINGS";
+pub const SETTINGS_COUNT: u32 = 1;
+
+/// The socket filters appfw's netfilter chain matches with (`-m bpf
+/// --object-pinned`), pinned under the instance's bpffs directory by these
+/// names.
+pub mod filters {
+    pub const ACCEPT: &str = "appfw_sk_accept";
+    pub const DROP: &str = "appfw_sk_drop";
+    pub const REJECT: &str = "appfw_sk_reject";
+    pub const QUEUE: &str = "appfw_sk_queue";
+}
 
 /// tgid -> start of its current incarnation ([`crate::ProcKey::start_ns`]).
 pub const PROC_START: &str = "APPFW_PROC_START";
@@ -50,7 +81,13 @@ pub mod counter {
     pub const TCP_WITHOUT_CONNECT: u32 = 7;
     /// Events lost because the ring buffer was full.
     pub const EVENTS_LOST: u32 = 8;
-    pub const COUNT: u32 = 9;
+    /// Sockets created (`sock_create`).
+    pub const SOCKET_CREATED: u32 = 9;
+    /// Packets sent to the queue (the filter in front of it).
+    pub const QUEUED: u32 = 10;
+    /// Packets decided in the kernel by a socket's verdict.
+    pub const SOCKET_VERDICT: u32 = 11;
+    pub const COUNT: u32 = 12;
 
     /// Names, for reports.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -63,6 +100,9 @@ pub mod counter {
         "map_update_failed",
         "tcp_without_connect",
         "events_lost",
+        "socket_created",
+        "queued",
+        "socket_verdict",
     ];
 }
 

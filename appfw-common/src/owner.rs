@@ -11,6 +11,8 @@ pub mod hook {
     /// `cgroup/sock_release`: a connected UDP socket closed; its flow is
     /// recorded then, so a datagram still queued can be attributed.
     pub const UDP_RELEASE: u8 = 4;
+    /// `cgroup/sock_create`: the socket's creator (any protocol).
+    pub const CREATE: u8 = 5;
 }
 
 /// Length of `comm` in the kernel (`TASK_COMM_LEN`).

@@ -13,13 +13,22 @@
 mod exec;
 mod maps;
 mod owner;
+mod socket;
 mod tcp;
 mod udp;
+mod verdict;
 
+use appfw_common::verdict::action;
 use aya_ebpf::{
-    macros::{cgroup_sock, cgroup_sock_addr, sock_ops, tracepoint},
-    programs::{SockAddrContext, SockContext, SockOpsContext, TracePointContext},
+    macros::{cgroup_sock, cgroup_sock_addr, sock_ops, socket_filter, tracepoint},
+    programs::{SkBuffContext, SockAddrContext, SockContext, SockOpsContext, TracePointContext},
 };
+
+/// Any new socket of a process: socket cookie -> its creator. Linux 5.7.
+#[cgroup_sock(sock_create)]
+pub fn appfw_sock_create(ctx: SockContext) -> i32 {
+    socket::created(&ctx)
+}
 
 /// Any connect(): socket cookie -> owner. Linux 5.7 (netns cookie).
 #[cgroup_sock_addr(connect4)]
@@ -81,6 +90,33 @@ pub fn appfw_execveat_enter(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn appfw_process_exec(ctx: TracePointContext) -> u32 {
     exec::process_exec(&ctx)
+}
+
+// The socket filters appfw's netfilter chain runs (`-m bpf
+// --object-pinned`, Linux 4.10); their names are `appfw_common::maps::filters`.
+
+/// Matches packets of sockets the daemon accepted.
+#[socket_filter]
+pub fn appfw_sk_accept(ctx: SkBuffContext) -> i64 {
+    verdict::socket_has(&ctx, action::ACCEPT)
+}
+
+/// Matches packets of sockets the daemon dropped.
+#[socket_filter]
+pub fn appfw_sk_drop(ctx: SkBuffContext) -> i64 {
+    verdict::socket_has(&ctx, action::DROP)
+}
+
+/// Matches packets of sockets the daemon rejected.
+#[socket_filter]
+pub fn appfw_sk_reject(ctx: SkBuffContext) -> i64 {
+    verdict::socket_has(&ctx, action::REJECT)
+}
+
+/// In front of NFQUEUE: records the packet's socket, always matches.
+#[socket_filter]
+pub fn appfw_sk_queue(ctx: SkBuffContext) -> i64 {
+    verdict::queued(&ctx)
 }
 
 #[cfg(not(test))]

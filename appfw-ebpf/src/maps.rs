@@ -9,12 +9,13 @@
 
 use appfw_common::{
     maps::{self as names, counter, SocketEvent},
-    ExecArgs, FlowKey, Owner, ProcKey, ProcRecord,
+    verdict::SETTING_GENERATION,
+    ExecArgs, FlowKey, Owner, PacketKey, ProcKey, ProcRecord, SocketVerdict,
 };
 use aya_ebpf::{
     bindings::BPF_ANY,
     macros::map,
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     Global,
 };
 
@@ -25,6 +26,21 @@ static APPFW_FLOWS: LruHashMap<FlowKey, Owner> =
 #[map]
 static APPFW_SOCKETS: LruHashMap<u64, Owner> =
     LruHashMap::with_max_entries(names::SOCKETS_CAPACITY, 0);
+
+#[map]
+static APPFW_CLOSED_SOCKETS: LruHashMap<u64, Owner> =
+    LruHashMap::with_max_entries(names::CLOSED_SOCKETS_CAPACITY, 0);
+
+#[map]
+static APPFW_VERDICTS: LruHashMap<u64, SocketVerdict> =
+    LruHashMap::with_max_entries(names::VERDICTS_CAPACITY, 0);
+
+#[map]
+static APPFW_QUEUED: LruHashMap<PacketKey, u64> =
+    LruHashMap::with_max_entries(names::QUEUED_CAPACITY, 0);
+
+#[map]
+static APPFW_SETTINGS: Array<u32> = Array::with_max_entries(names::SETTINGS_COUNT, 0);
 
 #[map]
 static APPFW_PROC_START: LruHashMap<u32, u64> =
@@ -143,10 +159,49 @@ pub fn socket_owner(cookie: u64) -> Option<Owner> {
     unsafe { APPFW_SOCKETS.get(&cookie).copied() }
 }
 
+/// Socket `cookie` closed: its owner moves to the closed sockets (a
+/// datagram it sent may still wait in the queue), its verdict goes.
 #[inline(always)]
 pub fn socket_closed(cookie: u64) {
-    // A missing entry is not an error: most sockets never connect.
-    let _ = APPFW_SOCKETS.remove(&cookie);
+    if let Some(owner) = APPFW_SOCKETS.get_ptr(&cookie) {
+        // SAFETY: the value pointer is valid during this program; the
+        // kernel copies it into the new element.
+        if APPFW_CLOSED_SOCKETS
+            .insert(&cookie, unsafe { &*owner }, BPF_ANY as u64)
+            .is_err()
+        {
+            count(counter::MAP_UPDATE_FAILED);
+        }
+        let _ = APPFW_SOCKETS.remove(&cookie);
+    }
+    let _ = APPFW_VERDICTS.remove(&cookie);
+}
+
+/// A socket that another process incarnation now sends from is judged
+/// again: its verdict was made for the previous owner.
+#[inline(always)]
+pub fn socket_changed_hands(owner: &Owner) {
+    socket_connected(owner);
+    let _ = APPFW_VERDICTS.remove(&owner.cookie);
+}
+
+/// The current verdict of socket `cookie`: one of
+/// `appfw_common::verdict::action`, if it was made under the policy
+/// generation in force.
+#[inline(always)]
+pub fn socket_verdict(cookie: u64) -> Option<u8> {
+    let generation = *APPFW_SETTINGS.get(SETTING_GENERATION)?;
+    // SAFETY: copied out at once.
+    let v = unsafe { APPFW_VERDICTS.get(&cookie).copied() }?;
+    (v.generation == generation).then_some(v.action)
+}
+
+/// A packet of socket `cookie` goes to the queue under `key`.
+#[inline(always)]
+pub fn packet_queued(key: &PacketKey, cookie: u64) {
+    if APPFW_QUEUED.insert(key, &cookie, BPF_ANY as u64).is_err() {
+        count(counter::MAP_UPDATE_FAILED);
+    }
 }
 
 /// Start of the current incarnation of `pid`, 0 when appfw never saw it

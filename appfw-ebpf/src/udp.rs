@@ -119,6 +119,12 @@ pub fn sendmsg(ctx: &SockAddrContext, family: u8) -> i32 {
         // Most datagrams come from a socket whose flow is recorded already:
         // refresh it without building a new owner.
         let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        // A socket inherited across fork or exec sends for someone new.
+        if let Some(o) = maps::socket_owner(cookie) {
+            if o.pid != pid || o.start_ns != maps::process_start(pid) {
+                maps::socket_changed_hands(&owner::current(cookie, hook::UDP_SENDMSG));
+            }
+        }
         if !maps::flow_refreshed(&key, pid, cookie, owner::now()) {
             let owner = owner::current(cookie, hook::UDP_SENDMSG);
             if maps::flow_opened(&key, &owner, true) {

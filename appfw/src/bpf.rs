@@ -7,12 +7,15 @@
 use std::path::PathBuf;
 
 use appfw_common::{
-    maps::{self as names, counter},
-    FlowKey, Owner, ProcKey, ProcRecord,
+    maps::{self as names, counter, filters},
+    FlowKey, Owner, PacketKey, ProcKey, ProcRecord, SocketVerdict,
 };
 use aya::{
-    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramError, SockOps, TracePoint},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    programs::{
+        CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramError, SockOps, SocketFilter,
+        TracePoint,
+    },
     Ebpf, EbpfError, EbpfLoader,
 };
 use thiserror::Error;
@@ -55,6 +58,13 @@ pub enum BpfError {
         #[source]
         source: MapError,
     },
+    #[error("pinning {name} at {path} for appfw's netfilter rules failed: {reason}. Is {dir} a bpf filesystem appfw may write?")]
+    Pin {
+        name: &'static str,
+        path: String,
+        dir: String,
+        reason: String,
+    },
 }
 
 /// What to load.
@@ -66,6 +76,9 @@ pub struct Options {
     pub events: bool,
     /// Log the hooks' per-socket debug messages (otherwise only warnings).
     pub kernel_debug: bool,
+    /// Pin the socket filters of appfw's netfilter rules (the daemon;
+    /// `appfw trace` and tests of attribution alone need none).
+    pub filters: bool,
 }
 
 /// The kernel programs' log (aya-log), read into the `log` crate.
@@ -75,6 +88,8 @@ pub type KernelLog = aya_log::EbpfLogger<&'static dyn log::Log>;
 pub struct Programs {
     _ebpf: Ebpf,
     pub cgroup: PathBuf,
+    /// Where the socket filters are pinned, when they are; removed on drop.
+    pub filters: Option<Filters>,
     counters: PerCpuArray<MapData, u64>,
     // Must live as long as the programs: dropping it closes the log map
     // the programs write to.
@@ -86,6 +101,10 @@ pub struct Programs {
 pub struct Maps {
     pub flows: HashMap<MapData, FlowKey, Owner>,
     pub sockets: HashMap<MapData, u64, Owner>,
+    pub closed_sockets: HashMap<MapData, u64, Owner>,
+    pub verdicts: HashMap<MapData, u64, SocketVerdict>,
+    pub queued: HashMap<MapData, PacketKey, u64>,
+    pub settings: Array<MapData, u32>,
     pub proc_start: HashMap<MapData, u32, u64>,
     pub procs: HashMap<MapData, ProcKey, ProcRecord>,
 }
@@ -157,6 +176,12 @@ pub fn load(opts: Options) -> Result<(Maps, Programs, Option<RingBuf<MapData>>),
     }
     attach_to_cgroup::<CgroupSock>(
         &mut ebpf,
+        "appfw_sock_create",
+        "the cgroup sock_create hook needs cgroup v2 and Linux 5.7",
+        &cgroup,
+    )?;
+    attach_to_cgroup::<CgroupSock>(
+        &mut ebpf,
         "appfw_sock_release",
         "the cgroup sock_release hook needs Linux 5.9",
         &cgroup,
@@ -168,9 +193,19 @@ pub fn load(opts: Options) -> Result<(Maps, Programs, Option<RingBuf<MapData>>),
         &cgroup,
     )?;
 
+    let filters = if opts.filters {
+        Some(pin_filters(&mut ebpf, opts.netns)?)
+    } else {
+        None
+    };
+
     let maps = Maps {
         flows: take_map(&mut ebpf, names::FLOWS)?,
         sockets: take_map(&mut ebpf, names::SOCKETS)?,
+        closed_sockets: take_map(&mut ebpf, names::CLOSED_SOCKETS)?,
+        verdicts: take_map(&mut ebpf, names::VERDICTS)?,
+        queued: take_map(&mut ebpf, names::QUEUED)?,
+        settings: take_map(&mut ebpf, names::SETTINGS)?,
         proc_start: take_map(&mut ebpf, names::PROC_START)?,
         procs: take_map(&mut ebpf, names::PROCS)?,
     };
@@ -185,6 +220,7 @@ pub fn load(opts: Options) -> Result<(Maps, Programs, Option<RingBuf<MapData>>),
         Programs {
             _ebpf: ebpf,
             cgroup: cgroup.path,
+            filters,
             counters,
             log,
         },
@@ -214,6 +250,64 @@ impl Programs {
             })
             .collect()
     }
+}
+
+/// The pinned socket filters of appfw's netfilter rules: a directory of
+/// this instance's on a bpf filesystem, removed (with the pins) on drop.
+pub struct Filters {
+    pub dir: PathBuf,
+}
+
+impl Filters {
+    /// The pin of filter `name` (one of `appfw_common::maps::filters`).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for Filters {
+    fn drop(&mut self) {
+        // The rules keep their own references to the programs.
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Loads the socket filters and pins them where iptables (run by this
+/// process, so in its mount namespace) finds them.
+fn pin_filters(ebpf: &mut Ebpf, netns: u64) -> Result<Filters, BpfError> {
+    let bpffs = system::bpffs()?;
+    system::remove_stale_pins(&bpffs);
+    let dir = bpffs.join(format!("appfw-{netns}-{}", std::process::id()));
+    let dir_err = |e: std::io::Error| BpfError::Pin {
+        name: "(directory)",
+        path: dir.display().to_string(),
+        dir: bpffs.display().to_string(),
+        reason: e.to_string(),
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).map_err(dir_err)?;
+    let filters = Filters { dir };
+    for name in [
+        filters::ACCEPT,
+        filters::DROP,
+        filters::REJECT,
+        filters::QUEUE,
+    ] {
+        let prog: &mut SocketFilter = program(ebpf, name)?;
+        prog.load().map_err(|source| BpfError::LoadProgram {
+            name,
+            hint: "socket filters need CONFIG_BPF_SYSCALL",
+            reason: brief(&source),
+        })?;
+        let path = filters.path(name);
+        prog.pin(&path).map_err(|e| BpfError::Pin {
+            name,
+            path: path.display().to_string(),
+            dir: bpffs.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(filters)
 }
 
 const SOCK_ADDR_HINT: &str = "cgroup sock_addr hooks need Linux 5.7 and cgroup v2";

@@ -19,10 +19,10 @@ use crate::{
     bpf,
     cli::{AttributionArg, RunArgs},
     config::{self, Config, Fail},
+    netfilter::Rules,
     policy::{Mode, Policy},
     queue::{self, Command},
     report::{self, Sinks},
-    rules::Rules,
     system,
 };
 
@@ -56,8 +56,8 @@ fn load_config(args: &RunArgs, running: Option<&Config>) -> Result<Config> {
 pub fn run(args: RunArgs) -> Result<()> {
     if args.remove_rules {
         system::require_root()?;
-        crate::rules::check_tools()?;
-        let existed = crate::rules::remove_leftovers()?;
+        crate::netfilter::check_tools()?;
+        let existed = crate::netfilter::remove_leftovers()?;
         eprintln!(
             "appfw: {}",
             if existed {
@@ -72,7 +72,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let config = load_config(&args, None)?;
     system::require_root()?;
     if !args.no_rules {
-        crate::rules::check_tools()?;
+        crate::netfilter::check_tools()?;
     }
     let queue_num = args.queue_num.unwrap_or(config.queue_num);
     // A daemon without -l or -t would report into the void, so it uses
@@ -123,6 +123,7 @@ fn serve(
         netns,
         events: false,
         kernel_debug: args.debug,
+        filters: !args.no_rules,
     })?;
     let kernel_log = programs.take_log();
     let fail_open = config.fail == Fail::Open;
@@ -130,7 +131,11 @@ fn serve(
     let rules = if args.no_rules {
         None
     } else {
-        Some(Rules::install(queue_num, fail_open)?)
+        let filters = programs
+            .filters
+            .as_ref()
+            .context("the socket filters for appfw's rules were not loaded")?;
+        Some(Rules::install(queue_num, fail_open, filters)?)
     };
     let (reports, reporter) = report::spawn(sinks).context("starting the reporter thread")?;
     let attribution_mode = match args.attribution {
@@ -147,6 +152,7 @@ fn serve(
             reports,
             stats_every: args.debug.then_some(Duration::from_secs(10)),
             debug: args.debug && !args.daemon,
+            socket_verdicts: rules.is_some(),
         },
     )
     .context("starting the queue thread")?;
@@ -188,10 +194,18 @@ fn serve(
             Some(l) => Some(unsafe { AsyncFd::register_with_interest(l, Interest::READABLE) }.map_err(|e| e.into_parts().1)?),
             None => None,
         };
+        // Nothing judges packets without the queue thread: if it ends on
+        // its own, the daemon must not look alive.
+        let mut watchdog = tokio::time::interval(Duration::from_millis(500));
+        let mut queue_died = false;
         loop {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
+                _ = watchdog.tick() => if handle.is_finished() {
+                    queue_died = true;
+                    break;
+                },
                 _ = hup.recv() => reload(args, mode, queue_num, &config, &handle.commands),
                 guard = async { kernel_log.as_mut().expect("guarded").readable_mut().await }, if kernel_log.is_some() => {
                     let mut guard = guard?;
@@ -200,9 +214,10 @@ fn serve(
                 }
             }
         }
-        Ok::<_, std::io::Error>(kernel_log)
+        Ok::<_, std::io::Error>((kernel_log, queue_died))
     })
     .context("waiting for signals")?;
+    let (kernel_log, queue_died) = kernel_log;
 
     // Rules first: afterwards nothing new is queued.
     if let Some(rules) = rules {
@@ -223,6 +238,11 @@ fn serve(
         log::info!("{line}");
     }
     log::info!("kernel hooks: {}", kernel_counts.join(", "));
+    if queue_died {
+        anyhow::bail!(
+            "the queue thread stopped unexpectedly, so nothing judged packets any more; appfw's rules were removed. See the messages above and restart appfw"
+        );
+    }
     Ok(())
 }
 

@@ -4,16 +4,17 @@
 //!
 //! ```text
 //! kernel hook (appfw-ebpf) -> BPF map ........ bpf.rs loads and attaches
-//! NFQUEUE -> FlowKey ........................... queue.rs, packet.rs
-//! FlowKey -> owner (pid, exe, cmdline) ......... attribution/
+//! netfilter: socket verdict? ................... netfilter.rs (chain), verdicts.rs
+//! NFQUEUE -> FlowKey, socket cookie ............ queue.rs, packet.rs
+//! socket / FlowKey -> owner (pid, exe, cmdline)  attribution/
 //! owner -> decision ............................ policy.rs
-//! decision -> verdict .......................... queue.rs
+//! decision -> socket verdict, packet verdict ... queue.rs, verdicts.rs
 //! verdict -> report line ....................... report.rs (log, trace file, syslog)
 //! ```
 //!
-//! `daemon.rs` wires these together; `rules.rs` owns the netfilter rules
-//! that send packets to the queue; `trace.rs` is `appfw trace`, which uses
-//! the same attribution without a queue.
+//! `daemon.rs` wires these together; `netfilter.rs` owns the rules that
+//! apply socket verdicts and send the rest to the queue; `trace.rs` is
+//! `appfw trace`, which uses the same attribution without a queue.
 
 pub mod attribution;
 pub mod bpf;
@@ -21,11 +22,12 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod escape;
+pub mod netfilter;
 pub mod packet;
 pub mod policy;
 pub mod queue;
 pub mod report;
-pub mod rules;
 pub mod stats;
 pub mod system;
 pub mod trace;
+pub mod verdicts;

@@ -1,9 +1,15 @@
-//! The hot path, on its own thread: NFQUEUE -> FlowKey -> owner -> policy
-//! -> verdict -> report event.
+//! The hot path, on its own thread: NFQUEUE -> (socket, FlowKey) -> owner
+//! -> policy -> socket verdict -> packet verdict -> report event.
+//!
+//! A packet that came through appfw's own chain is judged for the socket
+//! that sent it: the verdict is stored for that socket (the kernel applies
+//! it to the socket's later packets) and the packet goes back through the
+//! chain ("repeat"), where its own socket's verdict decides it. Packets
+//! without a known socket get the verdict directly.
 //!
 //! Per packet, in the common case (owner in the eBPF map, process seen
-//! before): one or two map-lookup syscalls, a hash lookup, the policy, the
-//! verdict, a channel send. No allocation, no /proc read, no lock.
+//! before): a few map syscalls, a hash lookup, the policy, the verdict, a
+//! channel send. No allocation, no /proc read, no lock.
 //!
 //! nfq's queue has no file descriptor to poll, so the thread blocks in
 //! recv(); [`QueueHandle::stop`] interrupts it with a signal.
@@ -25,12 +31,14 @@ use thiserror::Error;
 use crate::{
     attribution::{Attributor, OwnerStore, Source},
     config::Action,
+    netfilter::REJECT_MARK,
     packet,
     policy::{Policy, Reason, Verdict},
     report::Event,
-    rules::REJECT_MARK,
     stats::QueueStats,
+    verdicts::{self, SocketVerdicts},
 };
+use appfw_common::PacketKey;
 
 /// Bytes of each packet copied to userspace: enough for the IPv6 header
 /// and a TCP header with options.
@@ -105,9 +113,12 @@ pub struct Setup<S> {
     pub stats_every: Option<Duration>,
     /// Send every verdict to the reporter (per-packet --debug lines).
     pub debug: bool,
+    /// appfw's own chain is installed: it records each queued packet's
+    /// socket and applies socket verdicts (not with --no-rules).
+    pub socket_verdicts: bool,
 }
 
-pub fn spawn<S: OwnerStore + Send + 'static>(
+pub fn spawn<S: OwnerStore + SocketVerdicts + Send + 'static>(
     queue: BoundQueue,
     setup: Setup<S>,
 ) -> io::Result<QueueHandle> {
@@ -126,6 +137,11 @@ pub fn spawn<S: OwnerStore + Send + 'static>(
 }
 
 impl QueueHandle {
+    /// True when the thread has ended (it only ends on its own if it died).
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
     /// Stops the thread and returns its statistics.
     pub fn stop(self) -> QueueStats {
         self.stop.store(true, Ordering::SeqCst);
@@ -160,7 +176,7 @@ fn install_wakeup_handler() -> io::Result<()> {
     Ok(())
 }
 
-fn run<S: OwnerStore>(
+fn run<S: OwnerStore + SocketVerdicts>(
     bound: BoundQueue,
     mut setup: Setup<S>,
     commands: mpsc::Receiver<Command>,
@@ -170,6 +186,7 @@ fn run<S: OwnerStore>(
     let mut stats = QueueStats::default();
     let mut reported = Reported::new();
     let mut last_stats = Instant::now();
+    let mut generation: u32 = 0;
     loop {
         let mut msg = match queue.recv() {
             Ok(m) => m,
@@ -199,18 +216,31 @@ fn run<S: OwnerStore>(
         let start = Instant::now();
         while let Ok(Command::SetPolicy(p)) = commands.try_recv() {
             setup.policy = p;
+            // Every socket's verdict was made under the old policy.
+            generation = generation.wrapping_add(1);
+            if !setup.attributor.store_mut().set_generation(generation) {
+                log::error!("voiding the socket verdicts after a reload failed: sockets keep their old verdicts");
+            }
         }
         stats.packets += 1;
 
-        let key = packet::flow_key(msg.get_payload(), setup.netns);
+        let payload = msg.get_payload();
+        let key = packet::flow_key(payload, setup.netns);
         if key.is_none() {
             stats.unparsed += 1;
         }
+        let socket = if setup.socket_verdicts {
+            PacketKey::from_packet(payload)
+                .and_then(|k| setup.attributor.store().queued_socket(&k))
+                .filter(|&c| c != 0)
+        } else {
+            None
+        };
         let event = key.map(|key| {
             // Whatever goes wrong while judging, the packet still gets a
             // verdict: the one for an unknown owner.
             let judged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let a = setup.attributor.attribute(&key);
+                let a = setup.attributor.attribute(&key, socket);
                 let decision = setup.policy.decide(a.process.as_deref());
                 (a.source, a.process, decision)
             }));
@@ -233,7 +263,25 @@ fn run<S: OwnerStore>(
         stats
             .decision
             .saturating_record((start.elapsed().as_nanos() as u64).max(1));
+        // The socket's own packets, this one included, are decided in the
+        // kernel from now on; if the recorded socket was another one's
+        // (two sockets on one key), this packet comes back to be judged
+        // for its own.
+        let stored = event.is_some()
+            && socket.is_some_and(|c| {
+                setup
+                    .attributor
+                    .store_mut()
+                    .set(c, verdicts::encode(verdict, generation))
+            });
         match verdict {
+            _ if stored => {
+                match verdict {
+                    Verdict::Accept => stats.accepted += 1,
+                    Verdict::Block(_) => stats.blocked += 1,
+                }
+                msg.set_verdict(NfVerdict::Repeat);
+            }
             Verdict::Accept => {
                 stats.accepted += 1;
                 msg.set_verdict(NfVerdict::Accept);

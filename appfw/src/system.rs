@@ -25,6 +25,8 @@ pub enum SystemError {
     MountInfo(#[source] procfs::ProcError),
     #[error("no cgroup v2 hierarchy is mounted and mounting one at {path} failed: {source}. This kernel may lack cgroup v2 (CONFIG_CGROUP_BPF); mount it by hand: mount -t cgroup2 none {path}")]
     MountCgroup2 { path: String, source: io::Error },
+    #[error("no bpf filesystem is mounted and mounting one at {path} failed: {source}. Mount it by hand: mount -t bpf bpf {path}")]
+    MountBpffs { path: String, source: io::Error },
     #[error("opening the cgroup v2 root {path} failed: {source}")]
     OpenCgroup { path: String, source: io::Error },
     #[error("reading this network namespace's cookie (SO_NETNS_COOKIE) failed: {0}. appfw needs Linux 5.7 or newer")]
@@ -94,6 +96,54 @@ fn mount_once(
 pub struct Cgroup2 {
     pub path: PathBuf,
     pub dir: std::fs::File,
+}
+
+/// Where a bpf filesystem is mounted (the first in /proc/self/mountinfo),
+/// mounting one at /sys/fs/bpf if there is none: appfw pins the socket
+/// filters its netfilter rules use there.
+pub fn bpffs() -> Result<PathBuf, SystemError> {
+    let find = || -> Result<Option<PathBuf>, SystemError> {
+        let me = procfs::process::Process::myself().map_err(SystemError::MountInfo)?;
+        let infos = me.mountinfo().map_err(SystemError::MountInfo)?;
+        Ok(infos
+            .into_iter()
+            .find(|m| m.fs_type == "bpf")
+            .map(|m| m.mount_point))
+    };
+    if let Some(p) = find()? {
+        return Ok(p);
+    }
+    let path = PathBuf::from("/sys/fs/bpf");
+    let err = |source| SystemError::MountBpffs {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(&path).map_err(err)?;
+    mount_once("bpf", &path, "bpf", || matches!(find(), Ok(Some(_)))).map_err(err)?;
+    Ok(find()?.unwrap_or(path))
+}
+
+/// Removes the pin directories (`appfw-<netns>-<pid>`) of appfw instances
+/// that no longer run (killed with SIGKILL), which would otherwise keep
+/// their programs and maps in the kernel.
+pub fn remove_stale_pins(bpffs: &Path) {
+    let Ok(dir) = std::fs::read_dir(bpffs) else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("appfw-"))
+            .and_then(|rest| rest.rsplit('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Where appfw mounts cgroup v2 when none is mounted.

@@ -93,6 +93,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
         netns,
         events: true,
         kernel_debug: false,
+        filters: false,
     })?;
     let events = events.context("the event ring buffer was not created")?;
     let mut attributor = Attributor::new(maps, Mode::Ebpf);

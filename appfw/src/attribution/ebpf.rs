@@ -14,6 +14,10 @@ impl OwnerStore for Maps {
         self.sockets.get(&cookie, 0).ok()
     }
 
+    fn closed_socket(&self, cookie: u64) -> Option<Owner> {
+        self.closed_sockets.get(&cookie, 0).ok()
+    }
+
     fn process_start(&self, pid: u32) -> Option<u64> {
         self.proc_start.get(&pid, 0).ok()
     }

@@ -1,7 +1,13 @@
 //! Which program sent this packet?
 //!
-//! For a flow in appfw's own network namespace, [`Attributor::attribute`]
-//! tries, in order:
+//! A packet that came through appfw's own rules carries the cookie of the
+//! socket that sent it (recorded in front of the queue); that socket's
+//! owner, recorded by the kernel hooks when it was created, connected or
+//! sent from by another process, is the answer (`socket`). Without one (a
+//! socket older than appfw, or rules of the administrator's own), for a
+//! flow in appfw's own network namespace [`Attributor::attribute`] tries,
+//! in order, using a record only if it is that socket's when the socket is
+//! known:
 //!
 //! 1. the eBPF flow map, exact key (TCP connects, UDP sends);
 //! 2. the same with the source address unspecified (UDP sent from a socket
@@ -31,6 +37,8 @@ pub use process::{Process, ProcessCache, ProcessOrigin};
 pub trait OwnerStore {
     fn flow(&self, key: &FlowKey) -> Option<Owner>;
     fn socket(&self, cookie: u64) -> Option<Owner>;
+    /// A socket that has closed (a datagram of it may still be queued).
+    fn closed_socket(&self, cookie: u64) -> Option<Owner>;
     fn process_start(&self, pid: u32) -> Option<u64>;
     fn process(&self, key: &ProcKey) -> Option<ProcRecord>;
     /// `CLOCK_BOOTTIME` now, the clock of [`Owner::ktime_ns`].
@@ -83,6 +91,8 @@ pub const UDP_QUEUE_WAIT_NS: u64 = 30_000_000_000;
 /// How a flow was attributed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Source {
+    /// The packet's own socket, recorded by the kernel hooks.
+    Socket,
     /// Exact hit in the eBPF flow map.
     Ebpf,
     /// eBPF hit with the source address unspecified.
@@ -96,7 +106,8 @@ pub enum Source {
 }
 
 impl Source {
-    pub const ALL: [Source; 5] = [
+    pub const ALL: [Source; 6] = [
+        Source::Socket,
         Source::Ebpf,
         Source::EbpfWildcard,
         Source::CookieJoin,
@@ -106,6 +117,7 @@ impl Source {
 
     pub fn name(self) -> &'static str {
         match self {
+            Source::Socket => "socket",
             Source::Ebpf => "ebpf",
             Source::EbpfWildcard => "ebpf-wildcard",
             Source::CookieJoin => "cookie-join",
@@ -137,7 +149,7 @@ pub enum Mode {
 
 /// Per-path counts.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Counts(pub [u64; 5]);
+pub struct Counts(pub [u64; 6]);
 
 impl Counts {
     pub fn get(&self, s: Source) -> u64 {
@@ -178,11 +190,22 @@ impl<S: OwnerStore, T: SocketTables> Attributor<S, T> {
         &self.store
     }
 
-    /// Attributes a flow of this network namespace. `key.netns` must be
-    /// this namespace's cookie (the eBPF records carry it).
-    pub fn attribute(&mut self, key: &FlowKey) -> Attribution {
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// Attributes a flow of this network namespace, sent by `socket` when
+    /// its cookie is known. `key.netns` must be this namespace's cookie
+    /// (the eBPF records carry it).
+    pub fn attribute(&mut self, key: &FlowKey, socket: Option<u64>) -> Attribution {
+        let recorded = socket.and_then(|c| {
+            self.store
+                .socket(c)
+                .or_else(|| self.store.closed_socket(c))
+                .map(|o| (Source::Socket, o))
+        });
         let (source, process) = match self.mode {
-            Mode::Ebpf => match self.kernel_owner(key) {
+            Mode::Ebpf => match recorded.or_else(|| self.kernel_owner(key, socket)) {
                 Some((source, owner)) => {
                     (source, Some(self.processes.resolve(&owner, &self.store)))
                 }
@@ -199,10 +222,13 @@ impl<S: OwnerStore, T: SocketTables> Attributor<S, T> {
         self.processes.resolve(owner, &self.store)
     }
 
-    fn kernel_owner(&mut self, key: &FlowKey) -> Option<(Source, Owner)> {
+    fn kernel_owner(&mut self, key: &FlowKey, socket: Option<u64>) -> Option<(Source, Owner)> {
+        // A record of the tuple made by another socket says nothing about
+        // this packet's sender.
+        let ours = |o: &Owner| socket.is_none_or(|c| o.cookie == c);
         if key.proto != PROTO_UDP {
             // A TCP record is rewritten by every connect with its tuple.
-            return self.store.flow(key).map(|o| (Source::Ebpf, o));
+            return self.store.flow(key).filter(ours).map(|o| (Source::Ebpf, o));
         }
         // UDP records are never deleted, and one for an unbound socket
         // (source unspecified) may shadow a later socket that reuses the
@@ -212,17 +238,19 @@ impl<S: OwnerStore, T: SocketTables> Attributor<S, T> {
         let now = self.store.now_ns();
         let age = |o: &Owner| now.saturating_sub(o.ktime_ns);
         // Unbound senders are the common case: their key is tried first.
-        let wildcard = wildcard_record(&self.store, key);
-        if let Some(hit) = wildcard.filter(|(_, o)| age(o) < UDP_RECORD_TTL_NS) {
+        // Exact records before wildcard ones.
+        let exact = exact_record(&self.store, key).filter(|(_, o)| ours(o));
+        if let Some(hit) = exact.filter(|(_, o)| age(o) < UDP_RECORD_TTL_NS) {
             return Some(hit);
         }
-        let exact = exact_record(&self.store, key);
-        if let Some(hit) = exact.filter(|(_, o)| age(o) < UDP_RECORD_TTL_NS) {
+        let wildcard = wildcard_record(&self.store, key).filter(|(_, o)| ours(o));
+        if let Some(hit) = wildcard.filter(|(_, o)| age(o) < UDP_RECORD_TTL_NS) {
             return Some(hit);
         }
         let newest = newer(wildcard, exact);
         match self.tables.udp_cookie(key) {
             // The recorded socket itself, quiet for a while.
+            Ok(Some(cookie)) if socket.is_some_and(|c| c != cookie) => None,
             Ok(Some(cookie)) if newest.is_some_and(|(_, o)| o.cookie == cookie) => newest,
             Ok(Some(cookie)) => self.store.socket(cookie).map(|o| (Source::CookieJoin, o)),
             // No socket has the tuple: it closed or exited after sending,
@@ -232,7 +260,7 @@ impl<S: OwnerStore, T: SocketTables> Attributor<S, T> {
                 wildcard_record(&self.store, key),
                 exact_record(&self.store, key),
             )
-            .filter(|(_, o)| age(o) < UDP_QUEUE_WAIT_NS),
+            .filter(|(_, o)| ours(o) && age(o) < UDP_QUEUE_WAIT_NS),
             Err(e) => {
                 log::debug!("sock_diag lookup failed: {e}");
                 None
@@ -282,6 +310,7 @@ pub(crate) mod tests {
     pub struct MemStore {
         pub flows: HashMap<FlowKey, Owner>,
         pub sockets: HashMap<u64, Owner>,
+        pub closed: HashMap<u64, Owner>,
         pub starts: HashMap<u32, u64>,
         pub procs: RefCell<HashMap<ProcKey, ProcRecord>>,
         pub now: u64,
@@ -293,6 +322,9 @@ pub(crate) mod tests {
         }
         fn socket(&self, cookie: u64) -> Option<Owner> {
             self.sockets.get(&cookie).copied()
+        }
+        fn closed_socket(&self, cookie: u64) -> Option<Owner> {
+            self.closed.get(&cookie).copied()
         }
         fn process_start(&self, pid: u32) -> Option<u64> {
             self.starts.get(&pid).copied()
@@ -383,7 +415,7 @@ pub(crate) mod tests {
             record(100, 1, "/nonexistent/nc", &["nc", "198.51.100.2"]),
         );
         let mut a = attributor(store);
-        let got = a.attribute(&k);
+        let got = a.attribute(&k, None);
         assert_eq!(got.source, Source::Ebpf);
         let p = got.process.unwrap();
         assert_eq!(p.exe.as_deref(), Some("/nonexistent/nc"));
@@ -399,7 +431,7 @@ pub(crate) mod tests {
         let k = key(PROTO_UDP, [198, 51, 100, 1]);
         store.flows.insert(k.without_saddr(), owner(GONE, 0, 1));
         let mut a = attributor(store);
-        let got = a.attribute(&k);
+        let got = a.attribute(&k, None);
         assert_eq!(got.source, Source::EbpfWildcard);
         assert_eq!(got.process.unwrap().pid, GONE);
     }
@@ -426,7 +458,7 @@ pub(crate) mod tests {
             Mode::Ebpf,
             MemTables::default(),
         );
-        let got = alone.attribute(&k);
+        let got = alone.attribute(&k, None);
         assert_eq!(got.source, Source::Unknown);
         assert!(got.process.is_none(), "{got:?}");
         assert_eq!(alone.tables.udp_asked, 1, "the live sockets were not asked");
@@ -434,7 +466,7 @@ pub(crate) mod tests {
         let mut tables = MemTables::default();
         tables.udp.insert(k, 77);
         let mut a = Attributor::with_tables(store, Mode::Ebpf, tables);
-        let got = a.attribute(&k);
+        let got = a.attribute(&k, None);
         assert_eq!(got.source, Source::CookieJoin);
         assert_eq!(got.process.unwrap().pid, GONE - 7);
     }
@@ -450,7 +482,7 @@ pub(crate) mod tests {
             .flows
             .insert(k, owner(GONE, 0, store.now - 3 * UDP_RECORD_TTL_NS));
         let mut a = attributor(store);
-        let got = a.attribute(&k);
+        let got = a.attribute(&k, None);
         assert_eq!(got.source, Source::Ebpf);
         assert_eq!(got.process.unwrap().pid, GONE);
     }
@@ -466,7 +498,7 @@ pub(crate) mod tests {
         let mut tables = MemTables::default();
         tables.udp.insert(k, 5);
         let mut a = Attributor::with_tables(store, Mode::Ebpf, tables);
-        let got = a.attribute(&k);
+        let got = a.attribute(&k, None);
         assert_eq!(got.source, Source::EbpfWildcard);
         assert_eq!(got.process.unwrap().pid, GONE);
     }
@@ -479,7 +511,7 @@ pub(crate) mod tests {
         store.flows.insert(k.without_saddr(), owner(GONE, 0, 1));
         store.flows.insert(k, owner(GONE - 1, 0, store.now - 1000));
         let mut a = attributor(store);
-        let got = a.attribute(&k);
+        let got = a.attribute(&k, None);
         assert_eq!(got.source, Source::Ebpf);
         assert_eq!(got.process.unwrap().pid, GONE - 1);
     }
@@ -490,7 +522,7 @@ pub(crate) mod tests {
         let k = key(6, [198, 51, 100, 1]);
         store.flows.insert(k.without_saddr(), owner(GONE, 0, 1));
         let mut a = attributor(store);
-        let got = a.attribute(&k);
+        let got = a.attribute(&k, None);
         assert_eq!(got.source, Source::Unknown);
         assert!(got.process.is_none(), "{got:?}");
         // TCP goes from its exact record straight to the /proc fallback.
@@ -514,7 +546,7 @@ pub(crate) mod tests {
             record(500, 1, "/nonexistent/new", &["new"]),
         );
         let mut a = attributor(store);
-        let p = a.attribute(&k).process.unwrap();
+        let p = a.attribute(&k, None).process.unwrap();
         assert_eq!(p.exe.as_deref(), Some("/nonexistent/old"));
     }
 
@@ -524,7 +556,7 @@ pub(crate) mod tests {
         let k = key(6, [198, 51, 100, 1]);
         store.flows.insert(k, owner(GONE, 0, 1));
         let mut a = attributor(store);
-        let p = a.attribute(&k).process.unwrap();
+        let p = a.attribute(&k, None).process.unwrap();
         assert_eq!(p.exe, None);
         assert_eq!(p.comm, "test");
         assert_eq!(p.origin, ProcessOrigin::Comm);
@@ -544,10 +576,10 @@ pub(crate) mod tests {
             record(100, 1, "/nonexistent/a", &["a"]),
         );
         let mut a = attributor(store);
-        let p1 = a.attribute(&k1).process.unwrap();
+        let p1 = a.attribute(&k1, None).process.unwrap();
         // Remove the record: a second lookup must come from the cache.
         a.store().procs.borrow_mut().clear();
-        let p2 = a.attribute(&k2).process.unwrap();
+        let p2 = a.attribute(&k2, None).process.unwrap();
         assert!(Arc::ptr_eq(&p1, &p2));
     }
 }

@@ -18,6 +18,7 @@ fn load() -> bpf::Maps {
         netns,
         events: false,
         kernel_debug: false,
+        filters: false,
     })
     .unwrap();
     // The programs stay attached for the rest of the test process; each
@@ -58,7 +59,7 @@ fn attribute_after(
             client.finish();
         }
         std::thread::sleep(wait);
-        let got = a.attribute(&key);
+        let got = a.attribute(&key, None);
         let (pid, parent) = (client.report.pid, client.report.parent);
         client.finish();
         Outcome {
@@ -182,6 +183,7 @@ fn same_tuple_in_two_namespaces_has_two_owners() {
         netns: 0,
         events: false,
         kernel_debug: false,
+        filters: false,
     })
     .unwrap();
     let mut attributor = Attributor::new(maps, Mode::Ebpf);
@@ -194,11 +196,11 @@ fn same_tuple_in_two_namespaces_has_two_owners() {
         (kb.saddr, kb.sport, kb.daddr, kb.dport)
     );
     let pa = attributor
-        .attribute(&ka)
+        .attribute(&ka, None)
         .process
         .expect("owner in namespace a");
     let pb = attributor
-        .attribute(&kb)
+        .attribute(&kb, None)
         .process
         .expect("owner in namespace b");
     assert_eq!(pa.pid, ca.report.pid);

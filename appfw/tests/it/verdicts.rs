@@ -204,7 +204,7 @@ fn after_sigkill_traffic_flows_and_next_start_cleans_up() {
         assert_eq!(r.matches("-j APPFW").count(), 1, "duplicated jump:\n{r}");
         assert_eq!(
             r.matches("-j NFQUEUE").count(),
-            2,
+            1,
             "duplicated queue rules:\n{r}"
         );
     }

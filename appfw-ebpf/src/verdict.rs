@@ -1,0 +1,73 @@
+//! Verdicts per socket, applied by appfw's netfilter chain, and the record
+//! that lets the daemon judge the socket a queued packet came from.
+//!
+//! These are socket filters, run by `iptables -m bpf --object-pinned` for
+//! every outbound packet appfw's chain sees. They read the packet's socket
+//! cookie, never the current task: netfilter may run in another process's
+//! softirq (PLATFORM.md).
+
+use appfw_common::{
+    maps::counter,
+    verdict::{PacketKey, IPV6_HEADER_LEN},
+};
+use aya_ebpf::{helpers::generated::bpf_get_socket_cookie, programs::SkBuffContext, EbpfContext};
+
+use crate::maps;
+
+/// 1 (the rule matches) when the packet's socket holds a current verdict
+/// of `wanted` (`appfw_common::verdict::action`).
+#[inline(always)]
+pub fn socket_has(ctx: &SkBuffContext, wanted: u8) -> i64 {
+    // SAFETY: socket filters may call this helper with their context; a
+    // packet without a socket gives 0.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    if cookie != 0 && maps::socket_verdict(cookie) == Some(wanted) {
+        maps::count(counter::SOCKET_VERDICT);
+        return 1;
+    }
+    0
+}
+
+/// The rule in front of NFQUEUE: records which socket sent this packet
+/// under the packet's [`PacketKey`], then matches.
+#[inline(always)]
+pub fn queued(ctx: &SkBuffContext) -> i64 {
+    // SAFETY: as in `socket_has`.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    if let Some(key) = packet_key(ctx) {
+        maps::packet_queued(&key, cookie);
+    }
+    maps::count(counter::QUEUED);
+    1
+}
+
+/// The same key the daemon computes with `PacketKey::from_packet`. In
+/// netfilter's OUTPUT hook the packet starts at its IP header.
+#[inline(always)]
+fn packet_key(ctx: &SkBuffContext) -> Option<PacketKey> {
+    let first: u8 = ctx.load(0).ok()?;
+    match first >> 4 {
+        4 => {
+            let h: [u8; 20] = ctx.load(0).ok()?;
+            let ihl = usize::from(h[0] & 0x0f) * 4;
+            // Shorter than that: zero, as the daemon reads it.
+            let l4: [u8; 4] = ctx.load(ihl).unwrap_or([0; 4]);
+            Some(PacketKey::v4(
+                h[9],
+                [h[12], h[13], h[14], h[15]],
+                [h[16], h[17], h[18], h[19]],
+                l4,
+            ))
+        }
+        6 => {
+            let h: [u8; IPV6_HEADER_LEN] = ctx.load(0).ok()?;
+            let l4: [u8; 4] = ctx.load(IPV6_HEADER_LEN).unwrap_or([0; 4]);
+            let mut s = [0u8; 16];
+            let mut d = [0u8; 16];
+            s.copy_from_slice(&h[8..24]);
+            d.copy_from_slice(&h[24..40]);
+            Some(PacketKey::v6(h[6], s, d, l4))
+        }
+        _ => None,
+    }
+}

@@ -14,7 +14,7 @@ pub const SOCKETS_CAPACITY: u32 = 65_536;
 /// Socket cookie -> [`crate::Owner`] of sockets that closed (moved there
 /// from [`SOCKETS`] at close): a datagram may still wait in the queue.
 pub const CLOSED_SOCKETS: &str = "APPFW_CLOSED_SOCKETS";
-pub const CLOSED_SOCKETS_CAPACITY: u32 = 16_384;
+pub const CLOSED_SOCKETS_CAPACITY: u32 = 65_536;
 
 /// Socket cookie -> [`crate::SocketVerdict`]: what netfilter applies to the
 /// socket's packets without asking the daemon.
@@ -24,7 +24,7 @@ pub const VERDICTS_CAPACITY: u32 = 65_536;
 /// [`crate::PacketKey`] -> socket cookie of the packets sent to the queue.
 /// Holds more than the queue does, so a packet's entry outlives its wait.
 pub const QUEUED: &str = "APPFW_QUEUED";
-pub const QUEUED_CAPACITY: u32 = 16_384;
+pub const QUEUED_CAPACITY: u32 = 32_768;
 
 /// Settings the daemon changes while running (an array of u32, indexed by
 /// `crate::verdict::SETTING_*`).
@@ -39,6 +39,7 @@ pub mod filters {
     pub const DROP: &str = "appfw_sk_drop";
     pub const REJECT: &str = "appfw_sk_reject";
     pub const QUEUE: &str = "appfw_sk_queue";
+    pub const KERNEL: &str = "appfw_sk_kernel";
 }
 
 /// tgid -> start of its current incarnation ([`crate::ProcKey::start_ns`]).

@@ -113,6 +113,12 @@ pub fn appfw_sk_reject(ctx: SkBuffContext) -> i64 {
     verdict::socket_has(&ctx, action::REJECT)
 }
 
+/// Matches packets the kernel sends of its own accord (see the rules).
+#[socket_filter]
+pub fn appfw_sk_kernel(ctx: SkBuffContext) -> i64 {
+    verdict::kernel_sent(&ctx)
+}
+
 /// In front of NFQUEUE: records the packet's socket, always matches.
 #[socket_filter]
 pub fn appfw_sk_queue(ctx: SkBuffContext) -> i64 {

@@ -160,7 +160,9 @@ pub fn socket_owner(cookie: u64) -> Option<Owner> {
 }
 
 /// Socket `cookie` closed: its owner moves to the closed sockets (a
-/// datagram it sent may still wait in the queue), its verdict goes.
+/// datagram it sent may still wait in the queue). Its verdict stays: the
+/// kernel may go on sending for it (a TCP socket's unsent data, its FIN),
+/// and a blocked socket stays blocked; the map's LRU ages it out.
 #[inline(always)]
 pub fn socket_closed(cookie: u64) {
     if let Some(owner) = APPFW_SOCKETS.get_ptr(&cookie) {
@@ -174,7 +176,18 @@ pub fn socket_closed(cookie: u64) {
         }
         let _ = APPFW_SOCKETS.remove(&cookie);
     }
-    let _ = APPFW_VERDICTS.remove(&cookie);
+}
+
+/// Whether appfw knows socket `cookie` as a program's socket: created or
+/// connected under its eyes (open or closed), or judged.
+#[inline(always)]
+pub fn user_socket(cookie: u64) -> bool {
+    // SAFETY: lookups only; nothing is read through the pointers.
+    unsafe {
+        APPFW_SOCKETS.get(&cookie).is_some()
+            || APPFW_CLOSED_SOCKETS.get(&cookie).is_some()
+            || APPFW_VERDICTS.get(&cookie).is_some()
+    }
 }
 
 /// A socket that another process incarnation now sends from is judged

@@ -28,6 +28,17 @@ pub fn socket_has(ctx: &SkBuffContext, wanted: u8) -> i64 {
     0
 }
 
+/// 1 for a packet the kernel sends of its own accord: no socket, or one
+/// that is no program's socket appfw knows (the TCP control socket's
+/// resets and TIME_WAIT acks, neighbour discovery). A closed program
+/// socket still sending its last data is not one of these: it is judged.
+#[inline(always)]
+pub fn kernel_sent(ctx: &SkBuffContext) -> i64 {
+    // SAFETY: as in `socket_has`.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    i64::from(cookie == 0 || !maps::user_socket(cookie))
+}
+
 /// The rule in front of NFQUEUE: records which socket sent this packet
 /// under the packet's [`PacketKey`], then matches.
 #[inline(always)]

@@ -291,6 +291,7 @@ fn pin_filters(ebpf: &mut Ebpf, netns: u64) -> Result<Filters, BpfError> {
         filters::ACCEPT,
         filters::DROP,
         filters::REJECT,
+        filters::KERNEL,
         filters::QUEUE,
     ] {
         let prog: &mut SocketFilter = program(ebpf, name)?;

@@ -206,7 +206,7 @@ fn serve(
                     queue_died = true;
                     break;
                 },
-                _ = hup.recv() => reload(args, mode, queue_num, &config, &handle.commands),
+                _ = hup.recv() => reload(args, mode, queue_num, &config, &handle),
                 guard = async { kernel_log.as_mut().expect("guarded").readable_mut().await }, if kernel_log.is_some() => {
                     let mut guard = guard?;
                     guard.get_inner_mut().flush();
@@ -251,7 +251,7 @@ fn reload(
     mode: Mode,
     queue_num: u16,
     running: &Config,
-    commands: &std::sync::mpsc::Sender<Command>,
+    queue: &queue::QueueHandle,
 ) {
     match load_config(args, Some(running)) {
         Ok(new) => {
@@ -265,7 +265,7 @@ fn reload(
                 log::warn!("fail mode changed: that takes a restart");
             }
             let policy = Arc::new(Policy::new(mode, &new));
-            if commands.send(Command::SetPolicy(policy)).is_ok() {
+            if queue.send(Command::SetPolicy(policy)) {
                 log::info!(
                     "configuration reloaded: {} whitelist and {} blacklist entries",
                     new.whitelist.len(),

@@ -10,7 +10,7 @@
 //! -A APPFW -p tcp -m bpf --object-pinned DIR/appfw_sk_reject -j REJECT --reject-with tcp-reset
 //! -A APPFW -m bpf --object-pinned DIR/appfw_sk_reject -j REJECT --reject-with icmp-port-unreachable
 //! -A APPFW -m conntrack --ctdir REPLY -j ACCEPT
-//! -A APPFW -m owner ! --uid-owner 0-4294967294 -m conntrack ! --ctstate NEW -j ACCEPT
+//! -A APPFW -m owner ! --uid-owner 0-4294967294 -m bpf --object-pinned DIR/appfw_sk_kernel -m conntrack ! --ctstate NEW -j ACCEPT
 //! -A APPFW -m bpf --object-pinned DIR/appfw_sk_queue -j NFQUEUE --queue-num N --queue-bypass
 //! ```
 //!
@@ -19,8 +19,10 @@
 //! protocol, any conntrack state, so a second socket on a tuple conntrack
 //! already knows is judged too. Everything else goes to the queue, except
 //! replies of connections that came in from outside and packets the kernel
-//! sends of its own accord (no user socket) on flows it already has. The
-//! filter in front of the queue records which socket sent the packet.
+//! sends of its own accord on flows it already has: no socket with a file
+//! (`-m owner`) and none appfw knows as a program's (a closed program
+//! socket still sending is judged). The filter in front of the queue
+//! records which socket sent the packet.
 //! A packet appfw rejects without a socket verdict comes back from the
 //! queue with [`REJECT_MARK`] and verdict "repeat".
 //!
@@ -185,7 +187,10 @@ fn chain_rules(family: Family, queue_num: u16, bypass: bool, filters: &Filters) 
             pin(names::REJECT)
         ),
         "-m conntrack --ctdir REPLY -j ACCEPT".to_owned(),
-        "-m owner ! --uid-owner 0-4294967294 -m conntrack ! --ctstate NEW -j ACCEPT".to_owned(),
+        format!(
+            "-m owner ! --uid-owner 0-4294967294 -m bpf --object-pinned {} -m conntrack ! --ctstate NEW -j ACCEPT",
+            pin(names::KERNEL)
+        ),
         queue,
     ]
     .into_iter()

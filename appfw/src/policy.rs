@@ -103,6 +103,18 @@ impl Policy {
         }
     }
 
+    /// A packet appfw cannot tie to its socket because it was overrun:
+    /// blocked (dropped) unless appfw only monitors.
+    pub fn overloaded(&self) -> Decision {
+        Decision {
+            verdict: match self.mode {
+                Mode::Monitor => Verdict::Accept,
+                _ => Verdict::Block(Action::Drop),
+            },
+            reason: Reason::Unknown,
+        }
+    }
+
     pub fn decide(&self, process: Option<&Process>) -> Decision {
         let block = Verdict::Block(self.action);
         let Some(p) = process else {

@@ -98,7 +98,7 @@ pub enum Command {
 }
 
 pub struct QueueHandle {
-    pub commands: mpsc::Sender<Command>,
+    commands: mpsc::Sender<Command>,
     stop: Arc<AtomicBool>,
     thread: thread::JoinHandle<QueueStats>,
 }
@@ -137,6 +137,19 @@ pub fn spawn<S: OwnerStore + SocketVerdicts + Send + 'static>(
 }
 
 impl QueueHandle {
+    /// Hands `command` to the thread and wakes it: a new policy must take
+    /// effect now, not at the next queued packet (with socket verdicts in
+    /// the kernel, there may be none for a long time).
+    pub fn send(&self, command: Command) -> bool {
+        if self.commands.send(command).is_err() {
+            return false;
+        }
+        // SAFETY: the thread has not been joined (`self` owns its handle),
+        // so its pthread_t is valid; the handler does nothing.
+        unsafe { libc::pthread_kill(self.thread.as_pthread_t(), WAKEUP_SIGNAL) };
+        true
+    }
+
     /// True when the thread has ended (it only ends on its own if it died).
     pub fn is_finished(&self) -> bool {
         self.thread.is_finished()
@@ -194,6 +207,7 @@ fn run<S: OwnerStore + SocketVerdicts>(
                 if stop.load(Ordering::SeqCst) {
                     break;
                 }
+                apply_commands(&commands, &mut setup, &mut generation);
                 continue;
             }
             Err(e) => {
@@ -214,14 +228,7 @@ fn run<S: OwnerStore + SocketVerdicts>(
             }
         };
         let start = Instant::now();
-        while let Ok(Command::SetPolicy(p)) = commands.try_recv() {
-            setup.policy = p;
-            // Every socket's verdict was made under the old policy.
-            generation = generation.wrapping_add(1);
-            if !setup.attributor.store_mut().set_generation(generation) {
-                log::error!("voiding the socket verdicts after a reload failed: sockets keep their old verdicts");
-            }
-        }
+        apply_commands(&commands, &mut setup, &mut generation);
         stats.packets += 1;
 
         let payload = msg.get_payload();
@@ -229,17 +236,31 @@ fn run<S: OwnerStore + SocketVerdicts>(
         if key.is_none() {
             stats.unparsed += 1;
         }
-        let socket = if setup.socket_verdicts {
-            PacketKey::from_packet(payload)
-                .and_then(|k| setup.attributor.store().queued_socket(&k))
-                .filter(|&c| c != 0)
-        } else {
-            None
+        // Through appfw's own chain, the filter in front of the queue
+        // recorded the packet's socket (0: none). A record that is gone
+        // means more packets passed that filter while this one waited than
+        // the map holds: the queue overflows, and the packet is treated as
+        // one the full queue dropped.
+        let (socket, lost) = match setup
+            .socket_verdicts
+            .then(|| PacketKey::from_packet(payload))
+        {
+            Some(Some(k)) => match setup.attributor.store().queued_socket(&k) {
+                Some(c) => ((c != 0).then_some(c), false),
+                None => (None, true),
+            },
+            _ => (None, false),
         };
+        if lost {
+            stats.sender_lost += 1;
+        }
         let event = key.map(|key| {
             // Whatever goes wrong while judging, the packet still gets a
             // verdict: the one for an unknown owner.
             let judged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if lost {
+                    return (Source::Unknown, None, setup.policy.overloaded());
+                }
                 let a = setup.attributor.attribute(&key, socket);
                 let decision = setup.policy.decide(a.process.as_deref());
                 (a.source, a.process, decision)
@@ -329,6 +350,25 @@ fn run<S: OwnerStore + SocketVerdicts>(
     }
     stats.attribution = setup.attributor.counts();
     stats
+}
+
+/// Takes the commands waiting; between packets, so that a packet is judged
+/// wholly under one policy.
+fn apply_commands<S: OwnerStore + SocketVerdicts>(
+    commands: &mpsc::Receiver<Command>,
+    setup: &mut Setup<S>,
+    generation: &mut u32,
+) {
+    while let Ok(Command::SetPolicy(p)) = commands.try_recv() {
+        setup.policy = p;
+        // Every socket's verdict was made under the old policy.
+        *generation = generation.wrapping_add(1);
+        if !setup.attributor.store_mut().set_generation(*generation) {
+            log::error!(
+                "voiding the socket verdicts after a reload failed: sockets keep their old verdicts until they close"
+            );
+        }
+    }
 }
 
 /// Which verdicts the reporter needs: blocks, unknown owners, and in

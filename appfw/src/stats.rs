@@ -20,6 +20,8 @@ pub struct QueueStats {
     pub blocked: u64,
     /// Packets that were not TCP/UDP over IP (accepted untouched).
     pub unparsed: u64,
+    /// Packets whose socket record in front of the queue was overrun.
+    pub sender_lost: u64,
     pub recv_errors: u64,
     pub verdict_errors: u64,
     /// Report events lost because the reporter lagged (verdicts never are).
@@ -41,6 +43,7 @@ impl Default for QueueStats {
             accepted: 0,
             blocked: 0,
             unparsed: 0,
+            sender_lost: 0,
             recv_errors: 0,
             verdict_errors: 0,
             reports_dropped: 0,
@@ -104,8 +107,8 @@ impl fmt::Display for QueueStats {
         )?;
         write!(
             f,
-            "packets {} (accepted {}, blocked {}, not tcp/udp {}), recv errors {}, verdict errors {}, reports dropped {}, internal errors {}; attribution:",
-            self.packets, self.accepted, self.blocked, self.unparsed, self.recv_errors, self.verdict_errors, self.reports_dropped, self.internal_errors
+            "packets {} (accepted {}, blocked {}, not tcp/udp {}, socket record overrun {}), recv errors {}, verdict errors {}, reports dropped {}, internal errors {}; attribution:",
+            self.packets, self.accepted, self.blocked, self.unparsed, self.sender_lost, self.recv_errors, self.verdict_errors, self.reports_dropped, self.internal_errors
         )?;
         for s in Source::ALL {
             write!(f, " {} {}", s.name(), self.attribution.get(s))?;

@@ -37,6 +37,12 @@ def udp(s):
         record("udp", addr[0], data)
 
 
+def udplite(s):
+    while True:
+        data, addr = s.recvfrom(65536)
+        record("udplite", addr[0], data)
+
+
 def icmp(s, v6):
     while True:
         data, addr = s.recvfrom(65536)
@@ -59,9 +65,14 @@ t.listen(128)
 u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
 u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
 u.bind(("::", 9000))
+# UDP-Lite: a protocol an unprivileged program may use that is neither TCP
+# nor UDP.
+ul = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_UDPLITE)
+ul.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+ul.bind(("::", 9000))
 i4 = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
 i6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
-for target, args in [(tcp, (t,)), (udp, (u,)), (icmp, (i4, False)), (icmp, (i6, True))]:
+for target, args in [(tcp, (t,)), (udp, (u,)), (udplite, (ul,)), (icmp, (i4, False)), (icmp, (i6, True))]:
     threading.Thread(target=target, args=args, daemon=True).start()
 print("ready", flush=True)
 threading.Event().wait()

@@ -192,11 +192,13 @@ fn protocols_other_than_tcp_and_udp_are_judged() {
         for host in [SERVER_V4, SERVER_V6] {
             let out = ping(&bed, host, "0b0b0b0b");
             assert!(!out.status.success(), "ping got replies: {out:?}");
+            // Run from a file the attacker wrote, as an attack would be.
             let m = format!("udplite-blocked-{}", host.len());
-            bed.as_attacker(python())
-                .args(["-c", &udplite(host, &m)])
-                .output()
-                .unwrap();
+            let script = bed
+                .attacker_dir()
+                .join(format!("udplite-{}.py", host.len()));
+            std::fs::write(&script, udplite(host, &m)).unwrap();
+            bed.as_attacker(python()).arg(&script).output().unwrap();
         }
         std::thread::sleep(Duration::from_millis(500));
         let got = bed.sink_received();

@@ -49,18 +49,26 @@ pub struct Args {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     None,
+    Conntrack,
     Floor,
     Monitor,
     Blacklist,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 4] = [Mode::None, Mode::Floor, Mode::Monitor, Mode::Blacklist];
+    pub const ALL: [Mode; 5] = [
+        Mode::None,
+        Mode::Conntrack,
+        Mode::Floor,
+        Mode::Monitor,
+        Mode::Blacklist,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             Mode::None => "none (no queue rule)",
-            Mode::Floor => "floor (bare nfq accept-all)",
+            Mode::Conntrack => "conntrack only (ct NEW -> ACCEPT)",
+            Mode::Floor => "floor (ct NEW -> bare nfq accept-all)",
             Mode::Monitor => "appfw --monitor",
             Mode::Blacklist => "appfw --blacklist (1,000 entries)",
         }
@@ -207,7 +215,7 @@ impl Bench {
                     self.args.rounds,
                     mode.label()
                 );
-                let r = self.run_mode(mode, round == 0)?;
+                let r = self.run_mode(mode)?;
                 report.add(mode, r);
             }
         }
@@ -236,7 +244,7 @@ impl Bench {
         serde_json::from_slice(&out.stdout).context("reading the load generator's result")
     }
 
-    fn run_mode(&self, mode: Mode, compare_rules: bool) -> Result<RunResult> {
+    fn run_mode(&self, mode: Mode) -> Result<RunResult> {
         match mode {
             Mode::None => {
                 self.remove_rules()?;
@@ -246,12 +254,22 @@ impl Bench {
                     appfw: None,
                 })
             }
+            Mode::Conntrack => {
+                self.classic_rules("ACCEPT")?;
+                let tcp = self.load(Proto::Tcp);
+                let udp = self.load(Proto::Udp);
+                self.remove_rules()?;
+                Ok(RunResult {
+                    tcp: tcp?,
+                    udp: udp?,
+                    appfw: None,
+                })
+            }
             Mode::Floor => {
-                // appfw's own rules, exactly: start appfw, kill it (the
-                // rules stay, as after a crash), listen with the floor.
-                let d = self.start_appfw(&["-m"], &self.monitor_cfg)?;
-                let rules_appfw = self.rules();
-                d.kill();
+                // What NFQUEUE costs when only each flow's first packet is
+                // queued (the rules appfw had before it judged by socket),
+                // with a listener that only accepts.
+                self.classic_rules(&format!("NFQUEUE --queue-num {QUEUE} --queue-bypass"))?;
                 let mut floor = self
                     .in_client(&self.xtask)
                     .args(["bench-floor", "--queue-num", QUEUE])
@@ -259,9 +277,6 @@ impl Bench {
                     .spawn()
                     .context("starting the floor listener")?;
                 wait_ready(&mut floor, "the floor listener")?;
-                if compare_rules && self.rules() != rules_appfw {
-                    bail!("the floor does not run under appfw's rules");
-                }
                 let tcp = self.load(Proto::Tcp);
                 let udp = self.load(Proto::Udp);
                 let _ = floor.kill();
@@ -390,12 +405,26 @@ impl Bench {
         Ok(d)
     }
 
-    fn rules(&self) -> String {
-        let out = netns::Pair::exec(&self.pair.client, "iptables")
-            .args(["-w", "-S"])
-            .output();
-        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
+    /// `! -o lo`, conntrack NEW TCP and UDP -> `target`, in a chain named
+    /// like appfw's (so `appfw --remove-rules` removes it).
+    fn classic_rules(&self, target: &str) -> Result<()> {
+        self.remove_rules()?;
+        let mut text = String::from("*filter\n:APPFW - [0:0]\n");
+        for proto in ["tcp", "udp"] {
+            text += &format!("-A APPFW -p {proto} -m conntrack --ctstate NEW -j {target}\n");
+        }
+        text += "-I OUTPUT 1 ! -o lo -j APPFW\nCOMMIT\n";
+        let mut child = netns::Pair::exec(&self.pair.client, "iptables-restore")
+            .args(["-w", "--noflush"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .context("running iptables-restore")?;
+        std::io::Write::write_all(child.stdin.as_mut().expect("piped"), text.as_bytes())?;
+        drop(child.stdin.take());
+        if !child.wait()?.success() {
+            bail!("installing the bench's conntrack rules failed:\n{text}");
+        }
+        Ok(())
     }
 
     fn remove_rules(&self) -> Result<()> {
@@ -478,13 +507,6 @@ impl Daemon {
                     .and_then(|v| v.trim().parse::<u64>().ok())
             })
             .sum()
-    }
-
-    fn kill(mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 
     fn stop(mut self) -> Result<String> {

@@ -15,7 +15,7 @@ pub struct AppfwRun {
     pub decision_p50_us: f64,
     pub decision_p99_us: f64,
     /// ebpf, ebpf-wildcard, cookie-join, procfs, unknown.
-    pub attribution: [u64; 5],
+    pub attribution: [u64; 6],
     pub cpu_secs: f64,
     /// Peak RSS while under load (high-water mark reset after start).
     pub peak_rss_kib: u64,
@@ -25,12 +25,19 @@ pub struct AppfwRun {
     pub map_bytes: u64,
 }
 
-const SOURCES: [&str; 5] = ["ebpf", "ebpf-wildcard", "cookie-join", "procfs", "unknown"];
+const SOURCES: [&str; 6] = [
+    "socket",
+    "ebpf",
+    "ebpf-wildcard",
+    "cookie-join",
+    "procfs",
+    "unknown",
+];
 
 impl AppfwRun {
     /// Parses appfw's exit statistics:
     /// "verdict latency over N packets: p50 X us, p90 X us, p99 X us, p99.9 X us, max X us"
-    /// "... attribution: ebpf N ebpf-wildcard N cookie-join N procfs N unknown N"
+    /// "... attribution: socket N ebpf N ebpf-wildcard N cookie-join N procfs N unknown N"
     pub fn parse(stderr: &str) -> Result<AppfwRun> {
         let mut run = Self::parse_latency(stderr)?;
         let decision = stderr
@@ -237,9 +244,9 @@ impl Report {
         }
         s += "\n## How flows were attributed (all runs)\n\n| mode | ";
         s += &SOURCES.join(" | ");
-        s += " |\n|---|---:|---:|---:|---:|---:|\n";
+        s += " |\n|---|---:|---:|---:|---:|---:|---:|\n";
         for mode in [Mode::Monitor, Mode::Blacklist] {
-            let mut sum = [0u64; 5];
+            let mut sum = [0u64; 6];
             for r in self.appfw_runs(mode) {
                 for (a, b) in sum.iter_mut().zip(r.attribution) {
                     *a += b;

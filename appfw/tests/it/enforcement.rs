@@ -335,26 +335,25 @@ fn a_flow_through_nat_in_output_is_judged_by_its_socket() {
     let mut bed = Bed::new();
     bed.sink();
     const VIP: &str = "198.51.100.77";
-    let nat = bed
-        .in_client("iptables")
-        .args([
-            "-w", "-t", "nat", "-A", "OUTPUT", "-d", VIP, "-p", "tcp", "--dport", "80",
-        ])
-        .args([
-            "-j",
-            "DNAT",
-            "--to-destination",
-            &format!("{SERVER_V4}:{SINK_PORT}"),
-        ])
-        .output()
-        .unwrap();
-    assert!(nat.status.success(), "{nat:?}");
+    for proto in ["tcp", "udp"] {
+        let nat = bed
+            .in_client("iptables")
+            .args(["-w", "-t", "nat", "-A", "OUTPUT", "-d", VIP, "-p", proto])
+            .args(["--dport", "80", "-j", "DNAT", "--to-destination"])
+            .arg(format!("{SERVER_V4}:{SINK_PORT}"))
+            .output()
+            .unwrap();
+        assert!(nat.status.success(), "{nat:?}");
+    }
+    // TCP and UDP through the NAT, each with a marker of its own.
     let through_nat = |marker: &str| {
         format!(
             "import socket\n\
              s = socket.create_connection(('{VIP}', 80), timeout=2)\n\
-             s.send(b'{marker}')\n\
-             s.close()\n"
+             s.send(b'{marker}-tcp')\n\
+             s.close()\n\
+             u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             u.sendto(b'{marker}-udp', ('{VIP}', 80))\n"
         )
     };
     {
@@ -369,7 +368,8 @@ fn a_flow_through_nat_in_output_is_judged_by_its_socket() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");
-        assert!(bed.sink_got("nat-allowed", Duration::from_secs(5)));
+        assert!(bed.sink_got("nat-allowed-tcp", Duration::from_secs(5)));
+        assert!(bed.sink_got("nat-allowed-udp", Duration::from_secs(5)));
     }
     let d = Daemon::start(
         &bed,

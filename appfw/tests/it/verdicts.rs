@@ -398,6 +398,25 @@ fn sighup_reloads_and_keeps_running_config_when_new_one_is_bad() {
         !ok(&bed.curl(SERVER_V4, 2.0)),
         "the old policy must still apply"
     );
+    // The file vanished: an error too, never an empty policy.
+    let path = bed.dir.join("appfw.toml");
+    std::fs::remove_file(&path).unwrap();
+    d.signal(libc::SIGHUP);
+    wait_for(Duration::from_secs(5), "the second reload error", || {
+        (d.stderr_text().matches("keeping the running one").count() == 2).then_some(())
+    });
+    assert!(
+        d.stderr_text().contains(&format!(
+            "configuration file {} does not exist",
+            path.display()
+        )),
+        "{}",
+        d.stderr_text()
+    );
+    assert!(
+        !ok(&bed.curl(SERVER_V4, 2.0)),
+        "a vanished file must not empty the blacklist"
+    );
     write_config(&bed.dir, "[global]\nblacklist = []\n");
     d.signal(libc::SIGHUP);
     wait_for(Duration::from_secs(5), "the reload", || {

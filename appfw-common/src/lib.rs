@@ -17,7 +17,7 @@ pub mod verdict;
 pub use flow::FlowKey;
 pub use maps::SocketEvent;
 pub use owner::{ExecArgs, Owner, ProcKey, ProcRecord};
-pub use verdict::{PacketKey, SocketVerdict};
+pub use verdict::{PacketKey, QueuedPacket, SocketVerdict};
 
 #[cfg(feature = "user")]
 mod pod {
@@ -36,4 +36,6 @@ mod pod {
     unsafe impl aya::Pod for super::PacketKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SocketVerdict {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::QueuedPacket {}
 }

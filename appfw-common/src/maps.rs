@@ -21,7 +21,8 @@ pub const CLOSED_SOCKETS_CAPACITY: u32 = 65_536;
 pub const VERDICTS: &str = "APPFW_VERDICTS";
 pub const VERDICTS_CAPACITY: u32 = 65_536;
 
-/// [`crate::PacketKey`] -> socket cookie of the packets sent to the queue.
+/// [`crate::PacketKey`] -> [`crate::QueuedPacket`] of the packets sent to
+/// the queue.
 /// Holds more than the queue does, so a packet's entry outlives its wait.
 pub const QUEUED: &str = "APPFW_QUEUED";
 pub const QUEUED_CAPACITY: u32 = 32_768;

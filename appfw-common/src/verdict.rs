@@ -30,6 +30,20 @@ pub struct SocketVerdict {
     pub _pad: [u8; 3],
 }
 
+/// What the filter in front of the queue recorded for a packet: its socket
+/// and, when the kernel hooks know it, the socket's owner at that moment
+/// (one lookup gives the daemon both).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct QueuedPacket {
+    /// 0: the packet has no socket.
+    pub cookie: u64,
+    /// Valid when `owner_known` is 1.
+    pub owner: crate::Owner,
+    pub owner_known: u32,
+    pub _pad: u32,
+}
+
 /// Index of the policy generation (u32) in [`crate::maps::SETTINGS`].
 pub const SETTING_GENERATION: u32 = 0;
 
@@ -126,6 +140,10 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<SocketVerdict>(), 4 + 1 + 3);
         assert_eq!(size_of::<PacketKey>(), 1 + 1 + 2 + 4 + 16 + 16);
+        assert_eq!(
+            size_of::<QueuedPacket>(),
+            8 + size_of::<crate::Owner>() + 4 + 4
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use appfw_common::{
     maps::{self as names, counter, SocketEvent},
     verdict::SETTING_GENERATION,
-    ExecArgs, FlowKey, Owner, PacketKey, ProcKey, ProcRecord, SocketVerdict,
+    ExecArgs, FlowKey, Owner, PacketKey, ProcKey, ProcRecord, QueuedPacket, SocketVerdict,
 };
 use aya_ebpf::{
     bindings::BPF_ANY,
@@ -36,7 +36,7 @@ static APPFW_VERDICTS: LruHashMap<u64, SocketVerdict> =
     LruHashMap::with_max_entries(names::VERDICTS_CAPACITY, 0);
 
 #[map]
-static APPFW_QUEUED: LruHashMap<PacketKey, u64> =
+static APPFW_QUEUED: LruHashMap<PacketKey, QueuedPacket> =
     LruHashMap::with_max_entries(names::QUEUED_CAPACITY, 0);
 
 #[map]
@@ -209,10 +209,33 @@ pub fn socket_verdict(cookie: u64) -> Option<u8> {
     (v.generation == generation).then_some(v.action)
 }
 
-/// A packet of socket `cookie` goes to the queue under `key`.
+/// A packet of socket `cookie` goes to the queue under `key`, with the
+/// socket's owner as the hooks know it now.
 #[inline(always)]
 pub fn packet_queued(key: &PacketKey, cookie: u64) {
-    if APPFW_QUEUED.insert(key, &cookie, BPF_ANY as u64).is_err() {
+    // SAFETY: copied out at once.
+    let owner = unsafe {
+        APPFW_SOCKETS
+            .get(&cookie)
+            .or_else(|| APPFW_CLOSED_SOCKETS.get(&cookie))
+            .copied()
+    };
+    let record = match owner {
+        Some(owner) => QueuedPacket {
+            cookie,
+            owner,
+            owner_known: 1,
+            _pad: 0,
+        },
+        None => QueuedPacket {
+            cookie,
+            // SAFETY: Owner is plain integers and arrays; all zero is valid.
+            owner: unsafe { core::mem::zeroed() },
+            owner_known: 0,
+            _pad: 0,
+        },
+    };
+    if APPFW_QUEUED.insert(key, &record, BPF_ANY as u64).is_err() {
         count(counter::MAP_UPDATE_FAILED);
     }
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use appfw_common::{
     maps::{self as names, counter, filters},
-    FlowKey, Owner, PacketKey, ProcKey, ProcRecord, SocketVerdict,
+    FlowKey, Owner, PacketKey, ProcKey, ProcRecord, QueuedPacket, SocketVerdict,
 };
 use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
@@ -103,7 +103,7 @@ pub struct Maps {
     pub sockets: HashMap<MapData, u64, Owner>,
     pub closed_sockets: HashMap<MapData, u64, Owner>,
     pub verdicts: HashMap<MapData, u64, SocketVerdict>,
-    pub queued: HashMap<MapData, PacketKey, u64>,
+    pub queued: HashMap<MapData, PacketKey, QueuedPacket>,
     pub settings: Array<MapData, u32>,
     pub proc_start: HashMap<MapData, u32, u64>,
     pub procs: HashMap<MapData, ProcKey, ProcRecord>,

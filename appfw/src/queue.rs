@@ -29,7 +29,7 @@ use nfq::Verdict as NfVerdict;
 use thiserror::Error;
 
 use crate::{
-    attribution::{Attributor, OwnerStore, Source},
+    attribution::{Attributor, OwnerStore, Sender, Source},
     config::Action,
     netfilter::REJECT_MARK,
     packet,
@@ -245,8 +245,8 @@ fn run<S: OwnerStore + SocketVerdicts>(
             .socket_verdicts
             .then(|| PacketKey::from_packet(payload))
         {
-            Some(Some(k)) => match setup.attributor.store().queued_socket(&k) {
-                Some(c) => ((c != 0).then_some(c), false),
+            Some(Some(k)) => match setup.attributor.store().queued_packet(&k) {
+                Some(q) => ((q.cookie != 0).then(|| Sender::from(q)), false),
                 None => (None, true),
             },
             _ => (None, false),
@@ -261,7 +261,7 @@ fn run<S: OwnerStore + SocketVerdicts>(
                 if lost {
                     return (Source::Unknown, None, setup.policy.overloaded());
                 }
-                let a = setup.attributor.attribute(&key, socket);
+                let a = setup.attributor.attribute(&key, socket.as_ref());
                 let decision = setup.policy.decide(a.process.as_deref());
                 (a.source, a.process, decision)
             }));
@@ -289,11 +289,11 @@ fn run<S: OwnerStore + SocketVerdicts>(
         // (two sockets on one key), this packet comes back to be judged
         // for its own.
         let stored = event.is_some()
-            && socket.is_some_and(|c| {
+            && socket.as_ref().is_some_and(|s| {
                 setup
                     .attributor
                     .store_mut()
-                    .set(c, verdicts::encode(verdict, generation))
+                    .set(s.cookie, verdicts::encode(verdict, generation))
             });
         match verdict {
             _ if stored => {

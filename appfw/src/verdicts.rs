@@ -7,16 +7,16 @@
 
 use appfw_common::{
     verdict::{action, SETTING_GENERATION},
-    PacketKey, SocketVerdict,
+    PacketKey, QueuedPacket, SocketVerdict,
 };
 
 use crate::{config::Action, policy::Verdict};
 
 /// Where socket verdicts live: the BPF maps in the daemon, memory in tests.
 pub trait SocketVerdicts {
-    /// The socket that sent the queued packet with this key, as the filter
-    /// in front of the queue recorded it.
-    fn queued_socket(&self, key: &PacketKey) -> Option<u64>;
+    /// The socket that sent the queued packet with this key (and its
+    /// owner), as the filter in front of the queue recorded it.
+    fn queued_packet(&self, key: &PacketKey) -> Option<QueuedPacket>;
     /// Records `verdict` for socket `cookie` under policy `generation`.
     fn set(&mut self, cookie: u64, verdict: SocketVerdict) -> bool;
     /// Makes `generation` the one in force.
@@ -37,7 +37,7 @@ pub fn encode(verdict: Verdict, generation: u32) -> SocketVerdict {
 }
 
 impl SocketVerdicts for crate::bpf::Maps {
-    fn queued_socket(&self, key: &PacketKey) -> Option<u64> {
+    fn queued_packet(&self, key: &PacketKey) -> Option<QueuedPacket> {
         self.queued.get(key, 0).ok()
     }
 

@@ -88,6 +88,23 @@ pub const UDP_RECORD_TTL_NS: u64 = 2_000_000_000;
 /// assumed to wait in a busy queue.
 pub const UDP_QUEUE_WAIT_NS: u64 = 30_000_000_000;
 
+/// The socket a queued packet came from, as the filter in front of the
+/// queue recorded it: its cookie and, if the hooks knew it then, its owner.
+#[derive(Clone, Copy, Debug)]
+pub struct Sender {
+    pub cookie: u64,
+    pub owner: Option<Owner>,
+}
+
+impl From<appfw_common::QueuedPacket> for Sender {
+    fn from(q: appfw_common::QueuedPacket) -> Self {
+        Sender {
+            cookie: q.cookie,
+            owner: (q.owner_known == 1).then_some(q.owner),
+        }
+    }
+}
+
 /// How a flow was attributed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Source {
@@ -194,14 +211,15 @@ impl<S: OwnerStore, T: SocketTables> Attributor<S, T> {
         &mut self.store
     }
 
-    /// Attributes a flow of this network namespace, sent by `socket` when
-    /// its cookie is known. `key.netns` must be this namespace's cookie
-    /// (the eBPF records carry it).
-    pub fn attribute(&mut self, key: &FlowKey, socket: Option<u64>) -> Attribution {
-        let recorded = socket.and_then(|c| {
-            self.store
-                .socket(c)
-                .or_else(|| self.store.closed_socket(c))
+    /// Attributes a flow of this network namespace, sent by `sender` when
+    /// the filter in front of the queue recorded it. `key.netns` must be
+    /// this namespace's cookie (the eBPF records carry it).
+    pub fn attribute(&mut self, key: &FlowKey, sender: Option<&Sender>) -> Attribution {
+        let socket = sender.map(|s| s.cookie);
+        let recorded = sender.and_then(|s| {
+            s.owner
+                .or_else(|| self.store.socket(s.cookie))
+                .or_else(|| self.store.closed_socket(s.cookie))
                 .map(|o| (Source::Socket, o))
         });
         let (source, process) = match self.mode {

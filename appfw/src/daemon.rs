@@ -23,6 +23,7 @@ use crate::{
     queue::{self, Command},
     report::{self, Sinks},
     rules::Rules,
+    stats::KernelQueue,
     system,
 };
 
@@ -126,7 +127,7 @@ fn serve(
     })?;
     let kernel_log = programs.take_log();
     let fail_open = config.fail == Fail::Open;
-    let bound = queue::bind(queue_num, fail_open)?;
+    let bound = queue::bind(queue_num)?;
     let rules = if args.no_rules {
         None
     } else {
@@ -178,7 +179,7 @@ fn serve(
         .enable_all()
         .build()
         .context("starting the signal runtime")?;
-    let kernel_log = runtime.block_on(async {
+    let (kernel_log, mut drops) = runtime.block_on(async {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
@@ -188,8 +189,13 @@ fn serve(
             Some(l) => Some(unsafe { AsyncFd::register_with_interest(l, Interest::READABLE) }.map_err(|e| e.into_parts().1)?),
             None => None,
         };
+        // The kernel counts what it drops when appfw falls behind; read
+        // off the packet path, reported at most once a second.
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut drops = DropReporter::new(queue_num);
         loop {
             tokio::select! {
+                _ = tick.tick() => drops.check(),
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => reload(args, mode, queue_num, &config, &handle.commands),
@@ -200,7 +206,7 @@ fn serve(
                 }
             }
         }
-        Ok::<_, std::io::Error>(kernel_log)
+        Ok::<_, std::io::Error>((kernel_log, drops))
     })
     .context("waiting for signals")?;
 
@@ -208,6 +214,8 @@ fn serve(
     if let Some(rules) = rules {
         rules.remove()?;
     }
+    drops.check();
+    let kernel_queue = KernelQueue::read(queue_num);
     let stats = handle.stop();
     let kernel_counts: Vec<String> = programs
         .counters()
@@ -222,8 +230,54 @@ fn serve(
     for line in stats.to_string().lines() {
         log::info!("{line}");
     }
+    match kernel_queue {
+        Ok(Some(k)) => log::info!("{k}"),
+        Ok(None) => {
+            log::warn!("NFQUEUE {queue_num} is missing from /proc/net/netfilter/nfnetlink_queue")
+        }
+        Err(e) => log::warn!("reading /proc/net/netfilter/nfnetlink_queue failed: {e}"),
+    }
     log::info!("kernel hooks: {}", kernel_counts.join(", "));
     Ok(())
+}
+
+/// Reports packets the kernel dropped because appfw's queue or receive
+/// buffer was full (never accepted: the queue is not fail-open).
+struct DropReporter {
+    queue_num: u16,
+    reported: u64,
+    warned_unreadable: bool,
+}
+
+impl DropReporter {
+    fn new(queue_num: u16) -> Self {
+        DropReporter {
+            queue_num,
+            reported: 0,
+            warned_unreadable: false,
+        }
+    }
+
+    fn check(&mut self) {
+        match KernelQueue::read(self.queue_num) {
+            Ok(Some(k)) if k.dropped() > self.reported => {
+                log::warn!(
+                    "{} packets dropped: queue full ({} in all since start: {} over the queue length, {} over the receive buffer). Programs are sending new flows faster than appfw judges them.",
+                    k.dropped() - self.reported,
+                    k.dropped(),
+                    k.queue_dropped,
+                    k.user_dropped
+                );
+                self.reported = k.dropped();
+            }
+            Ok(_) => {}
+            Err(e) if !self.warned_unreadable => {
+                self.warned_unreadable = true;
+                log::warn!("reading /proc/net/netfilter/nfnetlink_queue failed: {e}; dropped packets cannot be reported");
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 fn reload(

@@ -294,7 +294,7 @@ mod tests {
     /// PadN TLV after them.
     fn srh(next: u8, n: usize, dest: [u8; 16], pad: usize) -> Vec<u8> {
         let body = n * 16 + pad;
-        assert_eq!((8 + body) % 8, 0);
+        assert!((8 + body).is_multiple_of(8));
         let mut h = vec![next, (body / 8) as u8, 4, 0, (n - 1) as u8, 0, 0, 0];
         h.extend_from_slice(&dest);
         for i in 1..n {
@@ -384,7 +384,7 @@ mod tests {
     /// An IPv4 header with `opts` (padded to 4 bytes) and protocol `proto`.
     fn ipv4_header(proto: u8, payload_len: usize, opts: &[u8]) -> Vec<u8> {
         let mut o = opts.to_vec();
-        while o.len() % 4 != 0 {
+        while !o.len().is_multiple_of(4) {
             o.push(0);
         }
         let hl = 20 + o.len();

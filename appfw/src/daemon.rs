@@ -23,6 +23,7 @@ use crate::{
     policy::{Mode, Policy},
     queue::{self, Command},
     report::{self, Sinks},
+    stats::KernelQueue,
     system,
 };
 
@@ -127,7 +128,7 @@ fn serve(
     })?;
     let kernel_log = programs.take_log();
     let fail_open = config.fail == Fail::Open;
-    let bound = queue::bind(queue_num, fail_open)?;
+    let bound = queue::bind(queue_num)?;
     let rules = if args.no_rules {
         None
     } else {
@@ -184,7 +185,7 @@ fn serve(
         .enable_all()
         .build()
         .context("starting the signal runtime")?;
-    let kernel_log = runtime.block_on(async {
+    let (kernel_log, queue_died, mut drops) = runtime.block_on(async {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
@@ -198,8 +199,13 @@ fn serve(
         // its own, the daemon must not look alive.
         let mut watchdog = tokio::time::interval(Duration::from_millis(500));
         let mut queue_died = false;
+        // The kernel counts what it drops when appfw falls behind; read
+        // off the packet path, reported at most once a second.
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut drops = DropReporter::new(queue_num);
         loop {
             tokio::select! {
+                _ = tick.tick() => drops.check(),
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = watchdog.tick() => if handle.is_finished() {
@@ -214,15 +220,16 @@ fn serve(
                 }
             }
         }
-        Ok::<_, std::io::Error>((kernel_log, queue_died))
+        Ok::<_, std::io::Error>((kernel_log, queue_died, drops))
     })
     .context("waiting for signals")?;
-    let (kernel_log, queue_died) = kernel_log;
 
     // Rules first: afterwards nothing new is queued.
     if let Some(rules) = rules {
         rules.remove()?;
     }
+    drops.check();
+    let kernel_queue = KernelQueue::read(queue_num);
     let stats = handle.stop();
     let kernel_counts: Vec<String> = programs
         .counters()
@@ -237,6 +244,13 @@ fn serve(
     for line in stats.to_string().lines() {
         log::info!("{line}");
     }
+    match kernel_queue {
+        Ok(Some(k)) => log::info!("{k}"),
+        Ok(None) => {
+            log::warn!("NFQUEUE {queue_num} is missing from /proc/net/netfilter/nfnetlink_queue")
+        }
+        Err(e) => log::warn!("reading /proc/net/netfilter/nfnetlink_queue failed: {e}"),
+    }
     log::info!("kernel hooks: {}", kernel_counts.join(", "));
     if queue_died {
         anyhow::bail!(
@@ -244,6 +258,45 @@ fn serve(
         );
     }
     Ok(())
+}
+
+/// Reports packets the kernel dropped because appfw's queue or receive
+/// buffer was full (never accepted: the queue is not fail-open).
+struct DropReporter {
+    queue_num: u16,
+    reported: u64,
+    warned_unreadable: bool,
+}
+
+impl DropReporter {
+    fn new(queue_num: u16) -> Self {
+        DropReporter {
+            queue_num,
+            reported: 0,
+            warned_unreadable: false,
+        }
+    }
+
+    fn check(&mut self) {
+        match KernelQueue::read(self.queue_num) {
+            Ok(Some(k)) if k.dropped() > self.reported => {
+                log::warn!(
+                    "{} packets dropped: queue full ({} in all since start: {} over the queue length, {} over the receive buffer). Programs are sending new flows faster than appfw judges them.",
+                    k.dropped() - self.reported,
+                    k.dropped(),
+                    k.queue_dropped,
+                    k.user_dropped
+                );
+                self.reported = k.dropped();
+            }
+            Ok(_) => {}
+            Err(e) if !self.warned_unreadable => {
+                self.warned_unreadable = true;
+                log::warn!("reading /proc/net/netfilter/nfnetlink_queue failed: {e}; dropped packets cannot be reported");
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 fn reload(

@@ -40,11 +40,18 @@ use crate::{
 };
 use appfw_common::PacketKey;
 
-/// Bytes of each packet copied to userspace: enough for the IPv6 header
-/// and a TCP header with options.
-const COPY_RANGE: u16 = 128;
-/// Packets the kernel holds for appfw before the fail mode applies.
+/// Bytes of each packet copied to userspace: all of it (the kernel caps
+/// this at 0xffff minus an attribute header). Extension headers can be
+/// kilobytes long and must be whole to be walked; the unfragmentable part
+/// of an outbound packet is at most the MTU, and nfq's receive buffer is a
+/// page plus this.
+const COPY_RANGE: u16 = u16::MAX;
+/// Packets the kernel holds for appfw; beyond that it drops new ones.
 const QUEUE_MAX_LEN: u32 = 4096;
+/// The netlink socket's receive buffer: a burst of queued packets waits
+/// here. Packets that do not fit are dropped by the kernel (counted as
+/// "user dropped" in /proc/net/netfilter/nfnetlink_queue).
+const RECV_BUFFER: libc::c_int = 16 << 20;
 
 #[derive(Debug, Error)]
 pub enum QueueError {
@@ -63,6 +70,12 @@ pub enum QueueError {
         #[source]
         source: io::Error,
     },
+    #[error("setting the NFQUEUE socket's receive buffer to {bytes} bytes failed: {source}. appfw needs CAP_NET_ADMIN (run it as root)")]
+    RecvBuffer {
+        bytes: libc::c_int,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// A bound queue, not yet read.
@@ -71,9 +84,10 @@ pub struct BoundQueue {
     num: u16,
 }
 
-/// Binds queue `num`. `fail_open`: accept rather than drop when appfw
-/// falls behind and the kernel's queue is full.
-pub fn bind(num: u16, fail_open: bool) -> Result<BoundQueue, QueueError> {
+/// Binds queue `num`. While appfw listens, a full queue drops: the
+/// configuration's `fail` only decides what happens while nobody listens
+/// (the rules' --queue-bypass), never what a flood gets.
+pub fn bind(num: u16) -> Result<BoundQueue, QueueError> {
     let mut queue = nfq::Queue::open().map_err(QueueError::Open)?;
     queue.bind(num).map_err(|source| {
         let hint = match source.raw_os_error() {
@@ -85,11 +99,36 @@ pub fn bind(num: u16, fail_open: bool) -> Result<BoundQueue, QueueError> {
     })?;
     let configure = |source| QueueError::Configure { queue: num, source };
     queue.set_copy_range(num, COPY_RANGE).map_err(configure)?;
-    queue.set_fail_open(num, fail_open).map_err(configure)?;
+    queue.set_fail_open(num, false).map_err(configure)?;
     queue
         .set_queue_max_len(num, QUEUE_MAX_LEN)
         .map_err(configure)?;
+    // Overruns of the receive buffer show up as ENOBUFS, which is counted.
+    queue.set_recv_enobufs(true).map_err(configure)?;
+    set_recv_buffer(&queue, RECV_BUFFER)?;
     Ok(BoundQueue { queue, num })
+}
+
+fn set_recv_buffer(queue: &nfq::Queue, bytes: libc::c_int) -> Result<(), QueueError> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid socket descriptor owned by `queue`, and an int option
+    // of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            queue.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            &bytes as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(QueueError::RecvBuffer {
+            bytes,
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
 }
 
 /// Commands to the queue thread (checked between packets).
@@ -210,9 +249,14 @@ fn run<S: OwnerStore + SocketVerdicts>(
                 apply_commands(&commands, &mut setup, &mut generation);
                 continue;
             }
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                // The receive buffer overflowed: the kernel dropped what did
+                // not fit (never accepted: the queue is not fail-open) and
+                // counts it; the daemon reports those counters.
+                stats.overruns += 1;
+                continue;
+            }
             Err(e) => {
-                // ENOBUFS and friends: the kernel applies the fail mode to
-                // what it could not deliver; keep serving the rest.
                 stats.recv_errors += 1;
                 if stats.recv_errors.is_power_of_two() {
                     log::warn!(
@@ -220,10 +264,8 @@ fn run<S: OwnerStore + SocketVerdicts>(
                         stats.recv_errors
                     );
                 }
-                if e.raw_os_error() != Some(libc::ENOBUFS) {
-                    // Not a burst but a broken socket: do not spin.
-                    thread::sleep(Duration::from_millis(10));
-                }
+                // Not a burst but a broken socket: do not spin.
+                thread::sleep(Duration::from_millis(10));
                 continue;
             }
         };
@@ -232,10 +274,15 @@ fn run<S: OwnerStore + SocketVerdicts>(
         stats.packets += 1;
 
         let payload = msg.get_payload();
-        let key = packet::flow_key(payload, setup.netns);
-        if key.is_none() {
-            stats.unparsed += 1;
-        }
+        // Every packet gets the policy's verdict; one appfw cannot read is
+        // judged as from an unknown owner.
+        let (key, unparsed) = match packet::flow_key(payload, setup.netns) {
+            Ok(key) => (key, None),
+            Err(u) => {
+                stats.unparsed += 1;
+                (u.key, Some(u.why))
+            }
+        };
         // Through appfw's own chain, the filter in front of the queue
         // recorded the packet's socket (0: none). A record that is gone
         // means more packets passed that filter while this one waited than
@@ -254,33 +301,35 @@ fn run<S: OwnerStore + SocketVerdicts>(
         if lost {
             stats.sender_lost += 1;
         }
-        let event = key.map(|key| {
-            // Whatever goes wrong while judging, the packet still gets a
-            // verdict: the one for an unknown owner.
-            let judged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                if lost {
-                    return (Source::Unknown, None, setup.policy.overloaded());
-                }
-                let a = setup.attributor.attribute(&key, socket.as_ref());
-                let decision = setup.policy.decide(a.process.as_deref());
-                (a.source, a.process, decision)
-            }));
-            let (source, process, decision) = judged.unwrap_or_else(|_| {
-                stats.internal_errors += 1;
-                (Source::Unknown, None, setup.policy.decide(None))
-            });
-            Event {
-                key,
-                source,
-                process,
-                decision,
-                latency_ns: 0,
+        // Whatever goes wrong while judging, the packet still gets a
+        // verdict: the one for an unknown owner.
+        let judged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if lost {
+                return (Source::Unknown, None, setup.policy.overloaded());
             }
+            // The socket names the sender even when the packet cannot be
+            // read; without one, such a packet's owner is unknown.
+            if unparsed.is_some() && socket.as_ref().is_none_or(|s| s.owner.is_none()) {
+                return (Source::Unknown, None, setup.policy.decide(None));
+            }
+            let a = setup.attributor.attribute(&key, socket.as_ref());
+            let decision = setup.policy.decide(a.process.as_deref());
+            (a.source, a.process, decision)
+        }));
+        let (source, process, decision) = judged.unwrap_or_else(|_| {
+            stats.internal_errors += 1;
+            (Source::Unknown, None, setup.policy.decide(None))
         });
-        let verdict = event
-            .as_ref()
-            .map(|e| e.decision.verdict)
-            .unwrap_or(Verdict::Accept);
+        let judged_unread = unparsed.is_some() && process.is_none();
+        let event = Event {
+            key,
+            source,
+            process,
+            decision,
+            latency_ns: 0,
+            unparsed: unparsed.filter(|_| judged_unread),
+        };
+        let verdict = event.decision.verdict;
         stats
             .decision
             .saturating_record((start.elapsed().as_nanos() as u64).max(1));
@@ -288,7 +337,8 @@ fn run<S: OwnerStore + SocketVerdicts>(
         // kernel from now on; if the recorded socket was another one's
         // (two sockets on one key), this packet comes back to be judged
         // for its own.
-        let stored = event.is_some()
+        let stored = !judged_unread
+            && !lost
             && socket.as_ref().is_some_and(|s| {
                 setup
                     .attributor
@@ -330,14 +380,13 @@ fn run<S: OwnerStore + SocketVerdicts>(
         let elapsed = start.elapsed().as_nanos() as u64;
         stats.latency.saturating_record(elapsed.max(1));
 
-        if let Some(mut ev) = event {
-            // Waking the reporter costs a context switch: only for lines
-            // it will print.
-            if setup.debug || reported.wanted(&ev) {
-                ev.latency_ns = elapsed;
-                if setup.reports.try_send(ev).is_err() {
-                    stats.reports_dropped += 1;
-                }
+        // Waking the reporter costs a context switch: only for lines it
+        // will print.
+        let mut ev = event;
+        if setup.debug || reported.wanted(&ev) {
+            ev.latency_ns = elapsed;
+            if setup.reports.try_send(ev).is_err() {
+                stats.reports_dropped += 1;
             }
         }
         if let Some(every) = setup.stats_every {

@@ -35,6 +35,9 @@ pub struct Event {
     pub process: Option<Arc<Process>>,
     pub decision: Decision,
     pub latency_ns: u64,
+    /// Why the packet could not be read (it was judged as from an unknown
+    /// owner; `key` holds what was readable).
+    pub unparsed: Option<&'static str>,
 }
 
 #[derive(Debug, Error)]
@@ -55,6 +58,8 @@ pub fn proto_name(proto: u8) -> &'static str {
     match proto {
         PROTO_TCP => "tcp",
         PROTO_UDP => "udp",
+        crate::packet::PROTO_ICMP => "icmp",
+        crate::packet::PROTO_ICMPV6 => "icmp6",
         _ => "ip",
     }
 }
@@ -99,6 +104,11 @@ fn action_text(v: Verdict) -> String {
 pub fn line(ev: &Event) -> Option<String> {
     let verdict = action_text(ev.decision.verdict);
     let t = tuple(&ev.key);
+    if let Some(why) = ev.unparsed {
+        return Some(format!(
+            "unknown program (packet not understood: {why}) -> {verdict}. {t}"
+        ));
+    }
     let Some(p) = ev.process.as_deref() else {
         return Some(format!(
             "unknown program (no owner found) -> {verdict}. {t}"
@@ -314,6 +324,7 @@ mod tests {
             process,
             decision: Decision { verdict, reason },
             latency_ns: 1000,
+            unparsed: None,
         }
     }
 
@@ -384,6 +395,12 @@ mod tests {
         let key = FlowKey::v4(1, PROTO_TCP, [198, 51, 100, 1], 1, [198, 51, 100, 2], 80);
         let l = line(&event(None, Verdict::Accept, Reason::Unknown, key)).unwrap();
         assert!(l.starts_with("unknown program"), "{l}");
+        let mut ev = event(None, Verdict::Block(Action::Drop), Reason::Unknown, key);
+        ev.unparsed = Some("an IP fragment");
+        assert_eq!(
+            line(&ev).unwrap(),
+            "unknown program (packet not understood: an IP fragment) -> DROP. ('tcp', '198.51.100.1', 1, '198.51.100.2', 80)"
+        );
     }
 
     #[test]

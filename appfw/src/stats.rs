@@ -18,10 +18,12 @@ pub struct QueueStats {
     pub packets: u64,
     pub accepted: u64,
     pub blocked: u64,
-    /// Packets that were not TCP/UDP over IP (accepted untouched).
+    /// Packets appfw could not read (judged as from an unknown owner).
     pub unparsed: u64,
     /// Packets whose socket record in front of the queue was overrun.
     pub sender_lost: u64,
+    /// Receive buffer overruns (ENOBUFS): the kernel dropped packets.
+    pub overruns: u64,
     pub recv_errors: u64,
     pub verdict_errors: u64,
     /// Report events lost because the reporter lagged (verdicts never are).
@@ -44,6 +46,7 @@ impl Default for QueueStats {
             blocked: 0,
             unparsed: 0,
             sender_lost: 0,
+            overruns: 0,
             recv_errors: 0,
             verdict_errors: 0,
             reports_dropped: 0,
@@ -107,12 +110,92 @@ impl fmt::Display for QueueStats {
         )?;
         write!(
             f,
-            "packets {} (accepted {}, blocked {}, not tcp/udp {}, socket record overrun {}), recv errors {}, verdict errors {}, reports dropped {}, internal errors {}; attribution:",
-            self.packets, self.accepted, self.blocked, self.unparsed, self.sender_lost, self.recv_errors, self.verdict_errors, self.reports_dropped, self.internal_errors
+            "packets {} (accepted {}, blocked {}, not understood {}, socket record overrun {}), receive buffer overruns {}, recv errors {}, verdict errors {}, reports dropped {}, internal errors {}; attribution:",
+            self.packets, self.accepted, self.blocked, self.unparsed, self.sender_lost, self.overruns, self.recv_errors, self.verdict_errors, self.reports_dropped, self.internal_errors
         )?;
         for s in Source::ALL {
             write!(f, " {} {}", s.name(), self.attribution.get(s))?;
         }
         Ok(())
+    }
+}
+
+/// The kernel's counters of one NFQUEUE instance, from
+/// /proc/net/netfilter/nfnetlink_queue. They start at 0 when appfw binds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelQueue {
+    /// Packets waiting for a verdict.
+    pub waiting: u64,
+    /// Dropped because the queue held its maximum length.
+    pub queue_dropped: u64,
+    /// Dropped because appfw's receive buffer was full.
+    pub user_dropped: u64,
+    /// Packets numbered for delivery (delivered + user dropped).
+    pub id_sequence: u64,
+}
+
+impl KernelQueue {
+    pub fn dropped(&self) -> u64 {
+        self.queue_dropped + self.user_dropped
+    }
+
+    /// Reads queue `num` of the calling thread's network namespace;
+    /// `Ok(None)` when nobody is bound to it.
+    pub fn read(num: u16) -> std::io::Result<Option<KernelQueue>> {
+        let text = std::fs::read_to_string("/proc/thread-self/net/netfilter/nfnetlink_queue")?;
+        Ok(Self::parse(&text, num))
+    }
+
+    /// Lines of "queue portid waiting copy-mode copy-range queue-dropped
+    /// user-dropped id-sequence 1".
+    pub fn parse(text: &str, num: u16) -> Option<KernelQueue> {
+        text.lines().find_map(|line| {
+            let f: Vec<u64> = line
+                .split_whitespace()
+                .map(|w| w.parse().ok())
+                .collect::<Option<_>>()?;
+            (f.len() >= 8 && f[0] == u64::from(num)).then(|| KernelQueue {
+                waiting: f[2],
+                queue_dropped: f[5],
+                user_dropped: f[6],
+                id_sequence: f[7],
+            })
+        })
+    }
+}
+
+impl fmt::Display for KernelQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "kernel queue: delivered {}, dropped {} (queue full {}, receive buffer full {}), waiting {}",
+            self.id_sequence - self.user_dropped.min(self.id_sequence),
+            self.dropped(),
+            self.queue_dropped,
+            self.user_dropped,
+            self.waiting
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_queue_line_is_parsed_by_queue_number() {
+        let text = "    0  12345     0 2 65531     0     0        7  1\n    3   4001    17 2 65531   250    31    90031  1\n";
+        assert_eq!(
+            KernelQueue::parse(text, 3),
+            Some(KernelQueue {
+                waiting: 17,
+                queue_dropped: 250,
+                user_dropped: 31,
+                id_sequence: 90031
+            })
+        );
+        assert_eq!(KernelQueue::parse(text, 0).unwrap().id_sequence, 7);
+        assert_eq!(KernelQueue::parse(text, 1), None);
+        assert_eq!(KernelQueue::parse("garbage\n", 0), None);
     }
 }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod ebpf;
+mod fuzz;
 mod system;
 
 use std::{path::PathBuf, process::Command};
@@ -40,6 +41,12 @@ enum Task {
     Bench(bench::Args),
     /// fmt and clippy for every crate, the eBPF one included.
     Lint,
+    /// Fuzz the packet and configuration parsers (nightly, cargo-fuzz).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
     // The bench's helpers, run inside its namespaces.
     #[command(hide = true)]
     BenchServe {
@@ -58,6 +65,26 @@ enum Task {
         concurrency: usize,
         #[arg(long)]
         duration: u64,
+    },
+    #[command(hide = true)]
+    BenchCount {
+        proto: bench::load::Proto,
+        target: std::net::SocketAddr,
+        #[arg(long)]
+        concurrency: usize,
+        #[arg(long)]
+        flows: u64,
+    },
+    #[command(hide = true)]
+    BenchBurst {
+        target: std::net::SocketAddr,
+        #[arg(long)]
+        count: u64,
+        #[arg(long)]
+        threads: usize,
+        /// Index of the first source port (see `soak_port`).
+        #[arg(long)]
+        offset: u64,
     },
     #[command(hide = true)]
     BenchFloor {
@@ -86,6 +113,7 @@ fn main() -> Result<()> {
         Task::Test { args } => test(args),
         Task::Bench(args) => bench::run(args),
         Task::Lint => lint(),
+        Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::BenchServe { tcp, udp, threads } => bench::load::serve(tcp, udp, threads),
         Task::BenchLoad {
             proto,
@@ -98,6 +126,18 @@ fn main() -> Result<()> {
             concurrency,
             std::time::Duration::from_secs(duration),
         ),
+        Task::BenchCount {
+            proto,
+            target,
+            concurrency,
+            flows,
+        } => bench::load::count(proto, target, concurrency, flows),
+        Task::BenchBurst {
+            target,
+            count,
+            threads,
+            offset,
+        } => bench::soak::burst(target, count, threads, offset),
         Task::BenchFloor { queue_num } => bench::floor::run(queue_num),
         Task::BenchOnce { proto, target } => bench::load::once(proto, target),
         Task::BenchSpawn {
@@ -234,12 +274,15 @@ fn test(args: Vec<String>) -> Result<()> {
     }
     let (passed, failed) = run_counting(&mut cmd)?;
     if args.is_empty() {
+        fuzz::run(20)?;
         bench::run(bench::Args {
             duration: 1,
             rounds: 1,
             concurrency: 4,
             short_lived: 20,
             smoke: true,
+            soak: false,
+            soak_flows: 0,
         })?;
     }
     // One closing line for the whole suite (cargo's last "test result" is

@@ -21,6 +21,7 @@
 //! and then names the owner's process through a cache keyed by process
 //! incarnation (see [`process`]). Each path is counted.
 
+pub mod deadline;
 mod ebpf;
 pub mod process;
 pub mod procfs;

@@ -7,12 +7,37 @@
 //! incarnation, and only trusted when that pid still is the incarnation that
 //! owned the socket; otherwise the kernel's exec record names it.
 
-use std::{collections::HashMap, fs, path::Path, sync::Arc};
+use std::{
+    cell::RefCell, collections::HashMap, fs, io::Read, path::Path, sync::Arc, time::Duration,
+};
 
-use appfw_common::{Owner, ProcKey, ProcRecord};
+use appfw_common::{
+    owner::{ARG_LEN, ARG_SLOTS},
+    Owner, ProcKey, ProcRecord,
+};
 
-use super::OwnerStore;
+use super::{deadline, OwnerStore};
 use crate::system;
+
+/// How long the queue thread waits for a /proc read (normally tens of
+/// microseconds); later, the process is named from the kernel's records.
+const PROC_DEADLINE: Duration = Duration::from_millis(50);
+
+thread_local! {
+    // /proc/PID/stat and exe, and path resolution, apart from cmdline: a
+    // process that stalls its cmdline still gets its executable named.
+    static META: RefCell<deadline::Pool> =
+        const { RefCell::new(deadline::Pool::new("reading /proc/PID/stat and exe", 4)) };
+    static CMDLINE: RefCell<deadline::Pool> =
+        const { RefCell::new(deadline::Pool::new("reading /proc/PID/cmdline", 4)) };
+}
+
+/// What is kept of a command line, as the kernel's exec record keeps it:
+/// the first words, each cut to this many bytes.
+pub const MAX_ARGS: usize = ARG_SLOTS;
+pub const MAX_ARG_BYTES: usize = ARG_LEN - 1;
+/// Bytes of /proc/PID/cmdline read at most.
+const CMDLINE_READ: u64 = 16 * 1024;
 
 /// Where a [`Process`]'s description came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,12 +122,27 @@ impl Process {
     }
 }
 
-/// Bounded: when full it is emptied, and live processes are read again.
+/// Bounded in entries and bytes: when full it is emptied, and live
+/// processes are read again.
 const CACHE_CAPACITY: usize = 8192;
+const CACHE_BYTES: usize = 4 << 20;
 
 pub struct ProcessCache {
     map: HashMap<(u32, u64), Arc<Process>>,
+    bytes: usize,
     ticks_ns: u64,
+}
+
+/// Roughly what a cached process costs in memory.
+fn cost(p: &Process) -> usize {
+    std::mem::size_of::<Process>()
+        + 64
+        + p.exe.as_ref().map_or(0, String::capacity)
+        + p.comm.capacity()
+        + p.args
+            .iter()
+            .map(|a| a.capacity() + std::mem::size_of::<String>())
+            .sum::<usize>()
 }
 
 impl Default for ProcessCache {
@@ -115,6 +155,7 @@ impl ProcessCache {
     pub fn new() -> Self {
         ProcessCache {
             map: HashMap::with_capacity(CACHE_CAPACITY),
+            bytes: 0,
             ticks_ns: 1_000_000_000 / system::clock_ticks(),
         }
     }
@@ -135,16 +176,21 @@ impl ProcessCache {
     /// at that pid now.
     pub fn resolve_live(&mut self, pid: u32, uid: u32) -> Arc<Process> {
         match read_proc(pid, uid) {
-            Some((p, _)) => Arc::new(p),
+            Some((p, _, _)) => Arc::new(p),
             None => Arc::new(Process::unnamed(pid, uid, String::new())),
         }
     }
 
     fn insert(&mut self, key: (u32, u64), p: Arc<Process>) {
-        if self.map.len() >= CACHE_CAPACITY {
+        let cost = cost(&p);
+        if self.map.len() >= CACHE_CAPACITY || self.bytes + cost > CACHE_BYTES {
             self.map.clear();
+            self.bytes = 0;
         }
-        self.map.insert(key, p);
+        self.bytes += cost;
+        if let Some(old) = self.map.insert(key, p) {
+            self.bytes = self.bytes.saturating_sub(self::cost(&old));
+        }
     }
 
     fn describe(&self, owner: &Owner, store: &impl OwnerStore) -> Process {
@@ -158,7 +204,7 @@ impl ProcessCache {
         };
         let record = || store.process(&ProcKey::new(owner.pid, owner.start_ns));
         if same {
-            if let Some((mut live, start_ns)) = read_proc(owner.pid, owner.uid) {
+            if let Some((mut live, start_ns, args_read)) = read_proc(owner.pid, owner.uid) {
                 // Re-check after reading: the process may have exited and
                 // its pid been reused meanwhile. /proc's start time has
                 // clock-tick resolution, rounded down, so a process that
@@ -168,6 +214,9 @@ impl ProcessCache {
                 if !reused {
                     if live.ppid == 0 {
                         live.ppid = record().map(|r| r.ppid).unwrap_or(0);
+                    }
+                    if !args_read {
+                        live.args = record().map(|r| record_args(&r)).unwrap_or_default();
                     }
                     live.comm = comm(owner);
                     return live;
@@ -181,7 +230,7 @@ impl ProcessCache {
                 }
                 // Forked but never exec'd under appfw's eyes: the parent's
                 // executable, if the parent still runs.
-                if let Some((parent, _)) = read_proc(rec.ppid, owner.uid) {
+                if let Some((parent, _, _)) = read_proc(rec.ppid, owner.uid) {
                     return Process {
                         pid: owner.pid,
                         ppid: rec.ppid,
@@ -211,46 +260,93 @@ fn from_record(owner: &Owner, rec: &ProcRecord) -> Process {
     let filename = c_str(&rec.filename);
     // execve got the path as the caller wrote it; /proc/PID/exe would show
     // it with symlinks resolved, so resolve it the same way.
+    // Resolving walks a path a user chose (a FUSE mount could stall it).
     let exe = if filename.starts_with('/') {
-        fs::canonicalize(&filename)
-            .ok()
+        let path = filename.clone();
+        deadline::run(&META, PROC_DEADLINE, move || fs::canonicalize(path))
+            .and_then(Result::ok)
             .and_then(|p| p.to_str().map(str::to_owned))
             .unwrap_or(filename)
     } else {
         filename
     };
-    let argc = (rec.argc as usize).min(rec.args.len());
     Process {
         pid: owner.pid,
         ppid: rec.ppid,
         uid: owner.uid,
         exe: Some(exe),
-        args: rec.args[..argc].iter().map(|a| c_str(a)).collect(),
+        args: record_args(rec),
         comm: comm(owner),
         origin: ProcessOrigin::ExecRecord,
     }
 }
 
-/// Reads /proc/PID: the description and the start time in clock ticks.
-/// `None` when the process is gone, or a zombie: an exited process that
-/// is not reaped yet still has /proc/PID, but no executable or argv.
-fn read_proc(pid: u32, uid: u32) -> Option<(Process, u64)> {
-    let proc = procfs::process::Process::new(pid as i32).ok()?;
-    let stat = proc.stat().ok()?;
-    let exe = Some(exe_text(&proc.exe().ok()?));
-    let args = proc.cmdline().unwrap_or_default();
+fn record_args(rec: &ProcRecord) -> Vec<String> {
+    let argc = (rec.argc as usize).min(rec.args.len());
+    rec.args[..argc].iter().map(|a| c_str(a)).collect()
+}
+
+/// Reads /proc/PID: the description, the start time in clock ticks, and
+/// whether the command line was read. Each read runs with a deadline off
+/// this thread. `None` when the process is gone, a zombie (an exited
+/// process not reaped yet has /proc/PID but no executable), or too slow.
+fn read_proc(pid: u32, uid: u32) -> Option<(Process, u64, bool)> {
+    let (exe, ppid, comm, start) = deadline::run(&META, PROC_DEADLINE, move || {
+        let proc = procfs::process::Process::new(pid as i32).ok()?;
+        let stat = proc.stat().ok()?;
+        let exe = exe_text(&proc.exe().ok()?);
+        Some((exe, stat.ppid, stat.comm, stat.starttime))
+    })??;
+    let args = deadline::run(&CMDLINE, PROC_DEADLINE, move || read_cmdline(pid));
+    let args_read = args.is_some();
     Some((
         Process {
             pid,
-            ppid: u32::try_from(stat.ppid).unwrap_or(0),
+            ppid: u32::try_from(ppid).unwrap_or(0),
             uid,
-            exe,
-            args,
-            comm: stat.comm,
+            exe: Some(exe),
+            args: args.unwrap_or_default(),
+            comm,
             origin: ProcessOrigin::Proc,
         },
-        stat.starttime,
+        start,
+        args_read,
     ))
+}
+
+/// The first [`MAX_ARGS`] words of /proc/PID/cmdline, each cut to
+/// [`MAX_ARG_BYTES`]; an unreadable file is an empty command line.
+fn read_cmdline(pid: u32) -> Vec<String> {
+    let mut bytes = Vec::new();
+    let read = fs::File::open(format!("/proc/{pid}/cmdline"))
+        .and_then(|f| f.take(CMDLINE_READ).read_to_end(&mut bytes));
+    match read {
+        Ok(_) => split_cmdline(&bytes),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// NUL-separated words -> at most [`MAX_ARGS`] words of at most
+/// [`MAX_ARG_BYTES`] bytes (cut on a character boundary).
+pub fn split_cmdline(bytes: &[u8]) -> Vec<String> {
+    let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
+    if bytes.is_empty() {
+        return Vec::new();
+    }
+    bytes
+        .split(|&b| b == 0)
+        .take(MAX_ARGS)
+        .map(|w| {
+            let mut s = String::from_utf8_lossy(&w[..w.len().min(MAX_ARG_BYTES + 3)]).into_owned();
+            let mut end = s.len().min(MAX_ARG_BYTES);
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            s.truncate(end);
+            s.shrink_to_fit();
+            s
+        })
+        .collect()
 }
 
 /// /proc/PID/exe of a replaced or deleted binary ends in " (deleted)"; the
@@ -258,4 +354,61 @@ fn read_proc(pid: u32, uid: u32) -> Option<(Process, u64)> {
 fn exe_text(p: &Path) -> String {
     let s = p.to_string_lossy();
     s.strip_suffix(" (deleted)").unwrap_or(&s).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_lines_are_capped_in_words_and_bytes() {
+        assert_eq!(
+            split_cmdline(b"curl\0-sS\0http://x/\0"),
+            ["curl", "-sS", "http://x/"]
+        );
+        assert!(split_cmdline(b"").is_empty());
+        let mut long = Vec::new();
+        for _ in 0..1000 {
+            long.extend_from_slice(&[b'a'; 5000]);
+            long.push(0);
+        }
+        let args = split_cmdline(&long);
+        assert_eq!(args.len(), MAX_ARGS);
+        assert!(args.iter().all(|a| a.len() == MAX_ARG_BYTES));
+        // Cut on a character boundary: 62 'x' then a 2-byte character.
+        let mut w = vec![b'x'; 62];
+        w.extend_from_slice("é".as_bytes());
+        assert_eq!(split_cmdline(&w), ["x".repeat(62)]);
+        // Invalid UTF-8 is replaced, still within the cap.
+        assert!(split_cmdline(&[0xff; 200])[0].len() <= MAX_ARG_BYTES);
+    }
+
+    #[test]
+    fn own_process_is_read_with_a_capped_command_line() {
+        let (p, _, args_read) = read_proc(std::process::id(), 0).expect("this process");
+        assert!(args_read);
+        assert!(p.exe.as_deref().is_some_and(|e| e.starts_with('/')));
+        assert!(!p.args.is_empty() && p.args.len() <= MAX_ARGS);
+        assert!(p.args.iter().all(|a| a.len() <= MAX_ARG_BYTES));
+    }
+
+    #[test]
+    fn cache_is_bounded_by_bytes() {
+        let mut cache = ProcessCache::new();
+        let big = |pid: u32| {
+            let mut p = Process::example("/usr/bin/x", &[]);
+            p.pid = pid;
+            p.exe = Some("/".repeat(4000));
+            Arc::new(p)
+        };
+        for pid in 0..5000 {
+            cache.insert((pid, 0), big(pid));
+            assert!(cache.bytes <= CACHE_BYTES);
+        }
+        assert!(
+            cache.map.len() < 5000,
+            "entries were evicted for their size"
+        );
+        assert!(!cache.map.is_empty());
+    }
 }

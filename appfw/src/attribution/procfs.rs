@@ -5,13 +5,20 @@
 //! exited before the scan, so appfw only uses it when the kernel records
 //! have nothing, and counts each use.
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    cell::RefCell,
+    fs,
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 use appfw_common::{
     flow::{PROTO_TCP, PROTO_UDP},
     FlowKey,
 };
 use procfs::process::FDTarget;
+
+use super::deadline;
 
 /// A socket found in /proc.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,8 +28,41 @@ pub struct Found {
     pub inode: u64,
 }
 
-/// Finds the process owning the socket of `key` in this network namespace.
+/// The scan reads every process's fd directory: on a busy machine it can
+/// take a while, and a user can stall parts of it.
+const SCAN_DEADLINE: Duration = Duration::from_millis(250);
+
+thread_local! {
+    static SCAN: RefCell<deadline::Pool> =
+        const { RefCell::new(deadline::Pool::new("scanning /proc for a socket", 2)) };
+}
+
+/// Finds the process owning the socket of `key` in this network namespace,
+/// on a worker thread; `None` also when the scan missed its deadline.
 pub fn find_owner(key: &FlowKey) -> Option<Found> {
+    let key = *key;
+    // The worker must read the socket tables of this thread's namespace.
+    let netns = fs::File::open("/proc/thread-self/ns/net").ok()?;
+    deadline::run(&SCAN, SCAN_DEADLINE, move || {
+        enter_netns(&netns)?;
+        find_owner_now(&key)
+    })
+    .flatten()
+}
+
+/// Moves the calling (worker) thread into the network namespace `ns`
+/// unless it is there already.
+fn enter_netns(ns: &fs::File) -> Option<()> {
+    use std::os::{fd::AsRawFd, unix::fs::MetadataExt};
+    let want = ns.metadata().ok()?.ino();
+    if fs::metadata("/proc/thread-self/ns/net").ok()?.ino() == want {
+        return Some(());
+    }
+    // SAFETY: a valid namespace descriptor; setns affects only this thread.
+    (unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } == 0).then_some(())
+}
+
+fn find_owner_now(key: &FlowKey) -> Option<Found> {
     let (local, remote) = key.endpoints();
     let (inode, uid) = find_socket(key.proto, local, remote)?;
     let pid = pid_of_inode(inode)?;

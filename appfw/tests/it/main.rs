@@ -9,6 +9,7 @@ mod enforcement;
 mod logging;
 mod mounts;
 mod netns;
+mod packets;
 mod testbed;
 mod trace;
 mod verdicts;

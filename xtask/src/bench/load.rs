@@ -107,6 +107,50 @@ pub fn load(
     Ok(())
 }
 
+/// The source port for flow `i`: ports in turn over the ephemeral range, so
+/// that a port comes back only after its conntrack entry (1 s in the bench
+/// namespace) has expired and every flow is new to conntrack.
+pub fn soak_port(i: u64) -> u16 {
+    1024 + (i % (65536 - 1024)) as u16
+}
+
+/// Opens `total` UDP flows against `target` from `concurrency` threads,
+/// each from the next source port (hidden `bench-count`, the soak's closed
+/// loop).
+pub fn count(proto: Proto, target: SocketAddr, concurrency: usize, total: u64) -> Result<()> {
+    let flows = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (flows, errors, next) = (flows.clone(), errors.clone(), next.clone());
+            thread::spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let ok = match proto {
+                    Proto::Tcp => tcp_flow(target).is_ok(),
+                    Proto::Udp => udp_flow_from(target, soak_port(i)).is_ok(),
+                };
+                let counter = if ok { &flows } else { &errors };
+                counter.fetch_add(1, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.join();
+    }
+    let result = LoadResult {
+        flows: flows.load(Ordering::Relaxed),
+        errors: errors.load(Ordering::Relaxed),
+        secs: start.elapsed().as_secs_f64(),
+    };
+    println!("{}", serde_json::to_string(&result)?);
+    Ok(())
+}
+
 fn tcp_flow(target: SocketAddr) -> std::io::Result<()> {
     let mut s = TcpStream::connect_timeout(&target, TIMEOUT)?;
     s.set_read_timeout(Some(TIMEOUT))?;
@@ -118,6 +162,15 @@ fn tcp_flow(target: SocketAddr) -> std::io::Result<()> {
     if reply != REPLY {
         return Err(std::io::ErrorKind::UnexpectedEof.into());
     }
+    Ok(())
+}
+
+fn udp_flow_from(target: SocketAddr, port: u16) -> std::io::Result<()> {
+    let s = UdpSocket::bind(SocketAddr::new([0, 0, 0, 0].into(), port))?;
+    s.set_read_timeout(Some(TIMEOUT))?;
+    s.send_to(REQUEST, target)?;
+    let mut buf = [0u8; 16];
+    s.recv_from(&mut buf)?;
     Ok(())
 }
 

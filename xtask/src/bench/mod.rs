@@ -6,6 +6,7 @@
 pub mod floor;
 pub mod load;
 mod report;
+pub mod soak;
 
 use std::{
     fs,
@@ -44,6 +45,13 @@ pub struct Args {
     /// produced traffic and the report was written (part of `xtask test`).
     #[arg(long)]
     pub smoke: bool,
+    /// Instead of the comparison: a soak of many UDP flows through appfw,
+    /// then a check that the kernel's queue counters and appfw's agree.
+    #[arg(long)]
+    pub soak: bool,
+    /// Flows in the soak (90% closed loop, 10% an overflowing burst).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub soak_flows: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,6 +142,12 @@ pub fn run(mut args: Args) -> Result<()> {
     };
     bench.tune()?;
     let mut server = bench.start_server()?;
+    if bench.args.soak {
+        let result = bench.soak(bench.args.soak_flows);
+        let _ = server.kill();
+        let _ = server.wait();
+        return result;
+    }
     let result = bench.measure();
     let _ = server.kill();
     let _ = server.wait();

@@ -15,7 +15,7 @@ pub mod owner;
 
 pub use flow::FlowKey;
 pub use maps::SocketEvent;
-pub use owner::{ExecArgs, Owner, ProcKey, ProcRecord};
+pub use owner::{KernelOffsets, Owner, ProcKey, ProcRecord};
 
 #[cfg(feature = "user")]
 mod pod {
@@ -29,5 +29,5 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ProcRecord {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::ExecArgs {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
 }

@@ -99,6 +99,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         None
     };
     init_logging(&args);
+    for w in &config.warnings {
+        log::warn!("{w}");
+    }
     let result = serve(&args, mode, config, queue_num, sinks, ready.as_ref());
     if let Some(ready) = ready {
         match &result {
@@ -235,6 +238,9 @@ fn reload(
 ) {
     match load_config(args, Some(running)) {
         Ok(new) => {
+            for w in &new.warnings {
+                log::warn!("{w}");
+            }
             if args.queue_num.is_none() && new.queue_num != queue_num {
                 log::warn!(
                     "queue-num changed to {}: that takes a restart; still using queue {queue_num}",

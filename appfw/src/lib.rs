@@ -6,6 +6,7 @@
 //! kernel hook (appfw-ebpf) -> BPF map ........ bpf.rs loads and attaches
 //! NFQUEUE -> FlowKey ........................... queue.rs, packet.rs
 //! FlowKey -> owner (pid, exe, cmdline) ......... attribution/
+//! owner -> executed file (device, inode) ....... identity.rs (btf.rs: offsets)
 //! owner -> decision ............................ policy.rs
 //! decision -> verdict .......................... queue.rs
 //! verdict -> report line ....................... report.rs (log, trace file, syslog)
@@ -17,10 +18,12 @@
 
 pub mod attribution;
 pub mod bpf;
+pub mod btf;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod escape;
+pub mod identity;
 pub mod packet;
 pub mod policy;
 pub mod queue;

@@ -112,7 +112,15 @@ pub fn line(ev: &Event) -> Option<String> {
             "{who} pid={} ppid={} uid={} -> {verdict}. {t}",
             p.pid, p.ppid, p.uid
         )),
-        Reason::InWhitelist | Reason::NotInBlacklist | Reason::Unknown => None,
+        // A process whose executable could not be established: named by
+        // what little is known, and judged as unknown.
+        Reason::Unknown => Some(format!(
+            "unknown program '{}' pid={} uid={} (executable not identified) -> {verdict}. {t}",
+            escape(&p.command(COMMAND_WORDS)),
+            p.pid,
+            p.uid
+        )),
+        Reason::InWhitelist | Reason::NotInBlacklist => None,
     }
 }
 

@@ -110,6 +110,6 @@ impl fmt::Display for QueueStats {
         for s in Source::ALL {
             write!(f, " {} {}", s.name(), self.attribution.get(s))?;
         }
-        Ok(())
+        write!(f, "; process records missing {}", self.attribution.1)
     }
 }

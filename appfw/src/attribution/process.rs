@@ -9,18 +9,25 @@
 
 use std::{collections::HashMap, fs, path::Path, sync::Arc};
 
-use appfw_common::{Owner, ProcKey, ProcRecord};
+use appfw_common::{
+    owner::{ARGS_LEN, ARG_WORDS},
+    Owner, ProcKey, ProcRecord,
+};
 
 use super::OwnerStore;
-use crate::system;
+use crate::{
+    identity::{self, FileId, Strength},
+    system,
+};
 
 /// Where a [`Process`]'s description came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProcessOrigin {
-    /// /proc/PID, read while the process lived.
+    /// /proc/PID, read while the process lived (it started before appfw,
+    /// or the kernel has no record of it).
     Proc,
-    /// The kernel's fork/exec record (the process had exited or its pid
-    /// had been reused). argv is truncated to a few words.
+    /// The kernel's fork/exec record, alive or exited: what was executed,
+    /// and argv as it was at exec.
     ExecRecord,
     /// Only the thread name the socket hook saw.
     Comm,
@@ -31,11 +38,14 @@ pub struct Process {
     pub pid: u32,
     pub ppid: u32,
     pub uid: u32,
-    /// Absolute path of the executable, symlinks resolved when known.
+    /// The executable's path, for display (see [`identity::display_path`]).
     pub exe: Option<String>,
-    /// argv.
+    /// The executed file; `None`: unknown, never matches a list entry.
+    pub exe_id: Option<FileId>,
+    pub strength: Strength,
+    /// argv (at most [`ARG_WORDS`] words of [`ARGS_LEN`] bytes in all).
     pub args: Vec<String>,
-    /// The kernel's `comm` (at most 15 bytes).
+    /// The kernel's `comm` (at most 15 bytes); shown, never matched.
     pub comm: String,
     pub origin: ProcessOrigin,
 }
@@ -48,6 +58,8 @@ impl Process {
             ppid: 0,
             uid,
             exe: None,
+            exe_id: None,
+            strength: Strength::None,
             args: Vec::new(),
             comm,
             origin: ProcessOrigin::Comm,
@@ -77,13 +89,15 @@ impl Process {
 #[cfg(test)]
 impl Process {
     /// A live process for unit tests: pid 4490, parent 2817, uid 0, comm
-    /// from the executable's name.
+    /// from the executable's name, identity [`identity::test_id`] of `exe`.
     pub(crate) fn example(exe: &str, args: &[&str]) -> Process {
         Process {
             pid: 4490,
             ppid: 2817,
             uid: 0,
             exe: Some(exe.into()),
+            exe_id: Some(identity::test_id(exe)),
+            strength: Strength::Kernel,
             args: args.iter().map(|a| a.to_string()).collect(),
             comm: exe
                 .rsplit('/')
@@ -92,7 +106,7 @@ impl Process {
                 .chars()
                 .take(15)
                 .collect(),
-            origin: ProcessOrigin::Proc,
+            origin: ProcessOrigin::ExecRecord,
         }
     }
 }
@@ -103,6 +117,9 @@ const CACHE_CAPACITY: usize = 8192;
 pub struct ProcessCache {
     map: HashMap<(u32, u64), Arc<Process>>,
     ticks_ns: u64,
+    /// Owners of an incarnation appfw saw start whose record was gone
+    /// (evicted from the exited map, or never stored: map full).
+    records_missing: u64,
 }
 
 impl Default for ProcessCache {
@@ -116,6 +133,7 @@ impl ProcessCache {
         ProcessCache {
             map: HashMap::with_capacity(CACHE_CAPACITY),
             ticks_ns: 1_000_000_000 / system::clock_ticks(),
+            records_missing: 0,
         }
     }
 
@@ -147,7 +165,11 @@ impl ProcessCache {
         self.map.insert(key, p);
     }
 
-    fn describe(&self, owner: &Owner, store: &impl OwnerStore) -> Process {
+    pub fn records_missing(&self) -> u64 {
+        self.records_missing
+    }
+
+    fn describe(&mut self, owner: &Owner, store: &impl OwnerStore) -> Process {
         let current = store.process_start(owner.pid);
         // Does this pid still belong to the incarnation that owned the
         // socket? Known exactly for processes appfw saw start; for older
@@ -156,41 +178,35 @@ impl ProcessCache {
             Some(c) => c == owner.start_ns,
             None => owner.start_ns == 0,
         };
-        let record = || store.process(&ProcKey::new(owner.pid, owner.start_ns));
+        // A record is keyed by its incarnation, so it is never another
+        // process's; one with start 0 does not exist.
+        let record = (owner.start_ns != 0)
+            .then(|| store.process(&ProcKey::new(owner.pid, owner.start_ns)))
+            .flatten();
+        match &record {
+            Some(rec) => {
+                if let Some(id) = FileId::of_record(rec) {
+                    return from_record(owner, rec, id, same);
+                }
+            }
+            None if owner.start_ns != 0 => self.records_missing += 1,
+            None => {}
+        }
+        // No kernel identity: /proc, only while the pid is that process.
         if same {
-            if let Some((mut live, start_ns)) = read_proc(owner.pid, owner.uid) {
+            if let Some((mut live, start_ticks)) = read_proc(owner.pid, owner.uid) {
                 // Re-check after reading: the process may have exited and
                 // its pid been reused meanwhile. /proc's start time has
                 // clock-tick resolution, rounded down, so a process that
                 // began after the socket was recorded cannot pass.
                 let reused = store.process_start(owner.pid) != current
-                    || start_ns.saturating_mul(self.ticks_ns) > owner.ktime_ns;
+                    || start_ticks.saturating_mul(self.ticks_ns) > owner.ktime_ns;
                 if !reused {
-                    if live.ppid == 0 {
-                        live.ppid = record().map(|r| r.ppid).unwrap_or(0);
+                    if let Some(rec) = &record {
+                        live.ppid = rec.ppid;
                     }
                     live.comm = comm(owner);
                     return live;
-                }
-            }
-        }
-        if owner.start_ns != 0 {
-            if let Some(rec) = record() {
-                if rec.filename[0] != 0 {
-                    return from_record(owner, &rec);
-                }
-                // Forked but never exec'd under appfw's eyes: the parent's
-                // executable, if the parent still runs.
-                if let Some((parent, _)) = read_proc(rec.ppid, owner.uid) {
-                    return Process {
-                        pid: owner.pid,
-                        ppid: rec.ppid,
-                        uid: owner.uid,
-                        exe: parent.exe,
-                        args: Vec::new(),
-                        comm: comm(owner),
-                        origin: ProcessOrigin::ExecRecord,
-                    };
                 }
             }
         }
@@ -207,25 +223,25 @@ fn c_str(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
-fn from_record(owner: &Owner, rec: &ProcRecord) -> Process {
-    let filename = c_str(&rec.filename);
-    // execve got the path as the caller wrote it; /proc/PID/exe would show
-    // it with symlinks resolved, so resolve it the same way.
-    let exe = if filename.starts_with('/') {
-        fs::canonicalize(&filename)
-            .ok()
-            .and_then(|p| p.to_str().map(str::to_owned))
-            .unwrap_or(filename)
-    } else {
-        filename
-    };
-    let argc = (rec.argc as usize).min(rec.args.len());
+/// A process named by its kernel record. `alive`: the pid still is this
+/// incarnation (then /proc/PID/exe may name a record made at fork, which
+/// has no path).
+fn from_record(owner: &Owner, rec: &ProcRecord, id: FileId, alive: bool) -> Process {
+    let mut path = c_str(&rec.filename);
+    if path.is_empty() && alive {
+        path = fs::read_link(format!("/proc/{}/exe", owner.pid))
+            .map(|p| exe_text(&p))
+            .unwrap_or_default();
+    }
+    let len = (rec.args_len as usize).min(rec.args.len());
     Process {
         pid: owner.pid,
         ppid: rec.ppid,
         uid: owner.uid,
-        exe: Some(exe),
-        args: rec.args[..argc].iter().map(|a| c_str(a)).collect(),
+        exe: Some(identity::display_path(&path, id)),
+        exe_id: Some(id),
+        strength: Strength::Kernel,
+        args: identity::split_args(&rec.args[..len], ARG_WORDS),
         comm: comm(owner),
         origin: ProcessOrigin::ExecRecord,
     }
@@ -233,19 +249,32 @@ fn from_record(owner: &Owner, rec: &ProcRecord) -> Process {
 
 /// Reads /proc/PID: the description and the start time in clock ticks.
 /// `None` when the process is gone, or a zombie: an exited process that
-/// is not reaped yet still has /proc/PID, but no executable or argv.
+/// is not reaped yet still has /proc/PID, but no executable. The
+/// executable is `stat("/proc/PID/exe")`: the magic link leads to the file
+/// itself, whatever the process's mount namespace makes its path say.
 fn read_proc(pid: u32, uid: u32) -> Option<(Process, u64)> {
     let proc = procfs::process::Process::new(pid as i32).ok()?;
     let stat = proc.stat().ok()?;
-    let exe = Some(exe_text(&proc.exe().ok()?));
-    let args = proc.cmdline().unwrap_or_default();
+    let exe_link = format!("/proc/{pid}/exe");
+    let id = FileId::of_path(Path::new(&exe_link)).ok()?;
+    let path = fs::read_link(&exe_link)
+        .map(|p| exe_text(&p))
+        .unwrap_or_default();
+    let mut cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    cmdline.truncate(ARGS_LEN);
+    // The same process throughout? Its start time would differ otherwise.
+    if proc.stat().ok()?.starttime != stat.starttime {
+        return None;
+    }
     Some((
         Process {
             pid,
             ppid: u32::try_from(stat.ppid).unwrap_or(0),
             uid,
-            exe,
-            args,
+            exe: Some(identity::display_path(&path, id)),
+            exe_id: Some(id),
+            strength: Strength::Proc,
+            args: identity::split_args(&cmdline, ARG_WORDS),
             comm: stat.comm,
             origin: ProcessOrigin::Proc,
         },
@@ -253,8 +282,7 @@ fn read_proc(pid: u32, uid: u32) -> Option<(Process, u64)> {
     ))
 }
 
-/// /proc/PID/exe of a replaced or deleted binary ends in " (deleted)"; the
-/// path is still the one a policy names.
+/// /proc/PID/exe of a replaced or deleted binary ends in " (deleted)".
 fn exe_text(p: &Path) -> String {
     let s = p.to_string_lossy();
     s.strip_suffix(" (deleted)").unwrap_or(&s).to_owned()

@@ -155,7 +155,10 @@ pub fn process_exec(ctx: &RawTracePointContext) -> u32 {
 fn read_args(mm: *const u8, o: &KernelOffsets, rec: &mut appfw_common::ProcRecord) {
     // SAFETY: see `read`.
     let (start, end) = unsafe {
-        match (read::<u64>(mm, o.mm_arg_start), read::<u64>(mm, o.mm_arg_end)) {
+        match (
+            read::<u64>(mm, o.mm_arg_start),
+            read::<u64>(mm, o.mm_arg_end),
+        ) {
             (Some(s), Some(e)) => (s, e),
             _ => {
                 maps::count(counter::ARGS_UNREAD);

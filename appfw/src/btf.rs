@@ -16,13 +16,17 @@ pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum BtfError {
-    #[error("reading {path} failed: {reason}; appfw needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")]
+    #[error(
+        "reading {path} failed: {reason}; appfw needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+    )]
     Read { path: String, reason: String },
     #[error("the kernel BTF is malformed: {0}")]
     Malformed(String),
     #[error("the kernel BTF has no struct {0}; this kernel is not supported")]
     NoStruct(String),
-    #[error("the kernel BTF has no member {member} in struct {structure}; this kernel is not supported")]
+    #[error(
+        "the kernel BTF has no member {member} in struct {structure}; this kernel is not supported"
+    )]
     NoMember { structure: String, member: String },
     #[error("member {structure}.{member} is a bit field; appfw needs a whole field")]
     BitField { structure: String, member: String },
@@ -140,7 +144,9 @@ impl Btf {
     fn name(&self, off: u32) -> Result<&str, BtfError> {
         let start = off as usize;
         if start >= self.strings_len {
-            return Err(BtfError::Malformed(format!("string offset {off} out of range")));
+            return Err(BtfError::Malformed(format!(
+                "string offset {off} out of range"
+            )));
         }
         let bytes = &self.data[self.strings + start..self.strings + self.strings_len];
         let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
@@ -190,7 +196,9 @@ impl Btf {
     /// Bit offset of `member` in the struct or union `t`, if it has it.
     fn find_member(&self, t: &Type, member: &str, depth: u32) -> Result<Option<u32>, BtfError> {
         if depth > MAX_DEPTH {
-            return Err(BtfError::Malformed("anonymous members nest too deep".into()));
+            return Err(BtfError::Malformed(
+                "anonymous members nest too deep".into(),
+            ));
         }
         for i in 0..t.vlen {
             let m = t.extra + 12 * i;
@@ -263,7 +271,13 @@ mod tests {
             self.header("", 2, 0, false, to)
         }
         /// members: (name, type id, bit offset word as stored).
-        fn compound(&mut self, kind: u32, name: &str, flag: bool, members: &[(&str, u32, u32)]) -> u32 {
+        fn compound(
+            &mut self,
+            kind: u32,
+            name: &str,
+            flag: bool,
+            members: &[(&str, u32, u32)],
+        ) -> u32 {
             let id = self.header(name, kind, members.len() as u32, flag, 64);
             for &(m, ty, off) in members {
                 let n = self.string(m);
@@ -294,9 +308,24 @@ mod tests {
         let p = b.ptr(long);
         // A forward declaration first: must be skipped.
         b.header("task_struct", 7, 0, false, 0);
-        let inner = b.compound(KIND_STRUCT, "", false, &[("exe_file", p, 64), ("arg_start", long, 128)]);
-        let un = b.compound(KIND_UNION, "", false, &[("a", long, 0), ("u_member", long, 0)]);
-        b.compound(KIND_STRUCT, "mm_struct", false, &[("count", long, 0), ("", inner, 256), ("", un, 512)]);
+        let inner = b.compound(
+            KIND_STRUCT,
+            "",
+            false,
+            &[("exe_file", p, 64), ("arg_start", long, 128)],
+        );
+        let un = b.compound(
+            KIND_UNION,
+            "",
+            false,
+            &[("a", long, 0), ("u_member", long, 0)],
+        );
+        b.compound(
+            KIND_STRUCT,
+            "mm_struct",
+            false,
+            &[("count", long, 0), ("", inner, 256), ("", un, 512)],
+        );
         // kind_flag set: offsets carry a bit-field size in the top byte.
         b.compound(
             KIND_STRUCT,
@@ -320,7 +349,10 @@ mod tests {
     #[test]
     fn missing_and_bit_field_members_are_errors() {
         let btf = sample();
-        assert_eq!(btf.member_offset("inode", "i_ino"), Err(BtfError::NoStruct("inode".into())));
+        assert_eq!(
+            btf.member_offset("inode", "i_ino"),
+            Err(BtfError::NoStruct("inode".into()))
+        );
         assert!(matches!(
             btf.member_offset("mm_struct", "nope"),
             Err(BtfError::NoMember { .. })

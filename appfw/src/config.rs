@@ -623,7 +623,12 @@ pub(crate) mod tests {
                 ("/usr/bin/nc", "/usr/bin/nc.openbsd"),
                 ("/bin/nc.openbsd", "/usr/bin/nc.openbsd"),
             ],
-            files: vec!["/usr/bin/python3.11", "/usr/bin/nc.openbsd", "/usr/bin/curl", "/usr/local/bin/curl"],
+            files: vec![
+                "/usr/bin/python3.11",
+                "/usr/bin/nc.openbsd",
+                "/usr/bin/curl",
+                "/usr/local/bin/curl",
+            ],
             path: vec!["/usr/sbin", "/usr/bin", "/usr/local/bin"],
         }
     }
@@ -674,7 +679,9 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(sshd.target(), None);
         assert!(
-            c.warnings.iter().any(|w| w.starts_with("config/appfw.toml: whitelist entry \"/usr/sbin/sshd\" names no executable")),
+            c.warnings.iter().any(|w| w.starts_with(
+                "config/appfw.toml: whitelist entry \"/usr/sbin/sshd\" names no executable"
+            )),
             "{:?}",
             c.warnings
         );
@@ -682,7 +689,12 @@ pub(crate) mod tests {
         assert!(c.blacklist.iter().any(|e| e.target().is_some()));
         let mut e = Entry::parse("nosuchprog -x").unwrap();
         let why = e.resolve(&debian()).unwrap_err();
-        assert!(why.contains("no executable \"nosuchprog\" in PATH (/usr/sbin:/usr/bin:/usr/local/bin)"), "{why}");
+        assert!(
+            why.contains(
+                "no executable \"nosuchprog\" in PATH (/usr/sbin:/usr/bin:/usr/local/bin)"
+            ),
+            "{why}"
+        );
         assert_eq!(e.target(), None);
     }
 

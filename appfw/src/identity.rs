@@ -237,7 +237,14 @@ mod tests {
         let shown = display_path(a.to_str().unwrap(), id_a);
         let other = display_path(b.to_str().unwrap(), id_a);
         fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(shown, fs::canonicalize(std::env::temp_dir()).unwrap().join(format!("appfw-unit-{}-display/a", std::process::id())).to_str().unwrap());
+        assert_eq!(
+            shown,
+            fs::canonicalize(std::env::temp_dir())
+                .unwrap()
+                .join(format!("appfw-unit-{}-display/a", std::process::id()))
+                .to_str()
+                .unwrap()
+        );
         assert!(other.ends_with(&format!("/b ({id_a})")), "{other}");
         assert_eq!(display_path("", id_a), format!("? ({id_a})"));
     }

@@ -284,8 +284,14 @@ mod tests {
         assert_eq!(p.decide(Some(&forged)).reason, Reason::NotInWhitelist);
         // argv[0] naming the path of the listed program does not help either.
         let abs = entry("/usr/bin/python3.11 -c");
-        assert!(matches(&abs, &proc("/usr/bin/python3.11", &["python3", "-c"])));
-        assert!(!matches(&abs, &proc("/other", &["/usr/bin/python3.11", "-c"])));
+        assert!(matches(
+            &abs,
+            &proc("/usr/bin/python3.11", &["python3", "-c"])
+        ));
+        assert!(!matches(
+            &abs,
+            &proc("/other", &["/usr/bin/python3.11", "-c"])
+        ));
     }
 
     #[test]
@@ -322,7 +328,10 @@ mod tests {
     #[test]
     fn script_is_its_interpreter_with_the_script_in_the_command() {
         // What the exec hook records for `./send.py` with #!/usr/bin/python3.
-        let script = proc("/usr/bin/python3.11", &["/usr/bin/python3", "./send.py", "x"]);
+        let script = proc(
+            "/usr/bin/python3.11",
+            &["/usr/bin/python3", "./send.py", "x"],
+        );
         let b = Policy::new(Mode::Blacklist, &config(&[], &["/usr/bin/python3"]));
         assert_eq!(b.decide(Some(&script)).reason, Reason::InBlacklist);
         assert!(matches(&entry("python3 ./send.py"), &script));

@@ -366,10 +366,7 @@ pub(crate) mod tests {
             args: [0; ARGS_LEN],
         };
         rec.filename[..filename.len()].copy_from_slice(filename.as_bytes());
-        let joined: Vec<u8> = args
-            .iter()
-            .flat_map(|a| a.bytes().chain([0]))
-            .collect();
+        let joined: Vec<u8> = args.iter().flat_map(|a| a.bytes().chain([0])).collect();
         rec.args[..joined.len()].copy_from_slice(&joined);
         rec.args_len = joined.len() as u32;
         rec
@@ -586,7 +583,12 @@ pub(crate) mod tests {
         store.now = 200;
         store.procs.borrow_mut().insert(
             ProcKey::new(GONE, 100),
-            record(100, 1, "/usr/bin/python3", &["/usr/bin/python3", "./send.py"]),
+            record(
+                100,
+                1,
+                "/usr/bin/python3",
+                &["/usr/bin/python3", "./send.py"],
+            ),
         );
         let mut k2 = k;
         k2.sport += 1;
@@ -612,7 +614,10 @@ pub(crate) mod tests {
         store.flows.insert(k, owner(GONE, 100, 150));
         let mut rec = record(100, 1, "", &[]);
         rec.exe_source = appfw_common::owner::exe_source::NONE;
-        store.procs.borrow_mut().insert(ProcKey::new(GONE, 100), rec);
+        store
+            .procs
+            .borrow_mut()
+            .insert(ProcKey::new(GONE, 100), rec);
         let mut a = attributor(store);
         let p = a.attribute(&k).process.unwrap();
         assert_eq!(p.exe_id, None);

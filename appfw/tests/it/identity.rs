@@ -30,9 +30,10 @@ fn run(cmd: &mut std::process::Command) -> Output {
 
 /// Positive control: curl, as the attacker, posts `marker` to the sink.
 fn curl_posts(bed: &Bed, marker: &str) {
-    let out = run(bed
-        .as_attacker(curl())
-        .args(["-sS", "--max-time", "3", "-d", marker, &sink_url()]));
+    let out =
+        run(bed
+            .as_attacker(curl())
+            .args(["-sS", "--max-time", "3", "-d", marker, &sink_url()]));
     assert!(
         bed.sink_got(marker, ALLOWED_WAIT),
         "the allowed curl's payload did not arrive: {out:?}\nsink: {}",
@@ -70,10 +71,19 @@ fn forged_argv0_does_not_pass_a_command_entry() {
     bed.sink();
     // curl takes a scheme-less URL: its argv starts with the entry's words.
     let target = format!("{SERVER_V4}:{SINK_PORT}");
-    let d = Daemon::start(&bed, &["-w"], Some(&whitelist(&[&format!("curl {target}")])));
-    let out = run(bed
-        .as_attacker(curl())
-        .args([&target, "-sS", "--max-time", "3", "-d", "argv0-allowed"]));
+    let d = Daemon::start(
+        &bed,
+        &["-w"],
+        Some(&whitelist(&[&format!("curl {target}")])),
+    );
+    let out = run(bed.as_attacker(curl()).args([
+        &target,
+        "-sS",
+        "--max-time",
+        "3",
+        "-d",
+        "argv0-allowed",
+    ]));
     assert!(
         bed.sink_got("argv0-allowed", ALLOWED_WAIT),
         "curl {target} is whitelisted and must arrive: {out:?}\nsink: {}",
@@ -99,7 +109,10 @@ fn forged_argv0_does_not_pass_a_command_entry() {
     assert_blocked(&bed, "argv0-forged", &out);
     // Named by what it is, with the forged words as its command.
     d.wait_trace_line(&[
-        &format!("'{}' (or 'curl {target}') is not in whitelist -> DROP.", python_exe()),
+        &format!(
+            "'{}' (or 'curl {target}') is not in whitelist -> DROP.",
+            python_exe()
+        ),
         "('tcp', ",
     ]);
 }
@@ -140,9 +153,11 @@ fn forged_thread_name_and_unreadable_argv_do_not_pass() {
             OsStr::from_bytes(b"\xff"),
         ]));
         assert_blocked(&bed, &marker, &out);
-        d.wait_trace_line(&[
-            &format!("'{}' (or '{} -c') is not in whitelist -> DROP. ('{proto}', ", python_exe(), python()),
-        ]);
+        d.wait_trace_line(&[&format!(
+            "'{}' (or '{} -c') is not in whitelist -> DROP. ('{proto}', ",
+            python_exe(),
+            python()
+        )]);
     }
 }
 

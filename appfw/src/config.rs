@@ -108,7 +108,7 @@ pub enum Entry {
         target: Option<Target>,
     },
     /// A command prefix: the executable the first word names (found
-    /// through PATH, or an absolute path), run with argv starting with the
+    /// through [`SEARCH_PATH`], or an absolute path), run with argv starting with the
     /// remaining words. argv[0] itself is the caller's to choose and is
     /// never compared.
     Command {
@@ -211,10 +211,14 @@ pub trait Resolver {
     fn search_path(&self) -> Vec<PathBuf>;
 }
 
-/// Used when the daemon has no PATH (e.g. started by an init system).
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Where a command's first word is looked up: the system's directories,
+/// not the PATH appfw was started with. That PATH is the invoking user's
+/// (sudo keeps some, version managers put shims first) and may hold
+/// directories others can write, where a planted file would become the
+/// listed program.
+pub const SEARCH_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// The daemon's file system (its own mount namespace) and PATH.
+/// The daemon's file system (its own mount namespace) and [`SEARCH_PATH`].
 pub struct SystemFiles;
 
 impl Resolver for SystemFiles {
@@ -235,12 +239,7 @@ impl Resolver for SystemFiles {
     }
 
     fn search_path(&self) -> Vec<PathBuf> {
-        let path = std::env::var_os("PATH")
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| DEFAULT_PATH.into());
-        std::env::split_paths(&path)
-            .filter(|d| d.is_absolute())
-            .collect()
+        std::env::split_paths(SEARCH_PATH).collect()
     }
 }
 

@@ -7,6 +7,7 @@ use std::{sync::Arc, time::Duration};
 use appfw::{
     attribution::{Attributor, Mode, Process, Source},
     bpf,
+    identity::FileId,
 };
 
 use crate::testbed::*;
@@ -85,6 +86,12 @@ fn assert_attributed(o: &Outcome, sources: &[Source]) {
         p.exe.as_deref(),
         Some(python_exe().as_str()),
         "wrong executable: {p:?}"
+    );
+    // The identity is the file itself, not only a path that names it.
+    assert_eq!(
+        p.exe_id,
+        Some(FileId::of_path(std::path::Path::new(python())).unwrap()),
+        "wrong executable identity: {p:?}"
     );
 }
 

@@ -366,10 +366,6 @@ pub struct Waiting {
 }
 
 impl Waiting {
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
     /// Lets it open its socket, and waits for its report.
     pub fn go(mut self) -> Client {
         let mut child = self.child.take().unwrap();

@@ -341,3 +341,70 @@ fn scripts_of_a_blacklisted_interpreter_are_blocked_exited_or_alive() {
         )]);
     }
 }
+
+#[test]
+fn entry_of_a_missing_file_is_warned_about_and_found_at_reload() {
+    let mut bed = Bed::new();
+    bed.sink();
+    let bin = bed.dir.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let mine = bin.join("mycurl");
+    let mine_s = mine.to_str().unwrap().to_owned();
+    let d = Daemon::start(&bed, &["-w"], Some(&whitelist(&[&mine_s])));
+    assert!(
+        d.stderr_text()
+            .contains(&format!("whitelist entry \"{mine_s}\" names no executable")),
+        "{}",
+        d.stderr_text()
+    );
+    // Now the file appears: a copy of curl, which is another file than
+    // /usr/bin/curl. At reload the entry names it, and only it.
+    fs::copy(curl(), &mine).unwrap();
+    fs::set_permissions(&mine, fs::Permissions::from_mode(0o755)).unwrap();
+    d.signal(libc::SIGHUP);
+    wait_for(Duration::from_secs(5), "the reload", || {
+        d.stderr_text()
+            .contains("configuration reloaded")
+            .then_some(())
+    });
+    let out = run(bed.as_attacker(&mine_s).args([
+        "-sS",
+        "--max-time",
+        "3",
+        "-d",
+        "reload-allowed",
+        &sink_url(),
+    ]));
+    assert!(
+        bed.sink_got("reload-allowed", ALLOWED_WAIT),
+        "the entry's file, present at reload, must be allowed: {out:?}\nsink: {}",
+        bed.sink_received()
+    );
+    let out = run(bed.as_attacker(curl()).args([
+        "-sS",
+        "--max-time",
+        "3",
+        "-d",
+        "reload-other",
+        &sink_url(),
+    ]));
+    assert_blocked(&bed, "reload-other", &out);
+}
+
+#[test]
+fn shipped_example_configuration_loads_where_its_programs_are_missing() {
+    let bed = Bed::new();
+    let example = include_str!("../../../config/appfw.toml");
+    assert!(
+        !Path::new("/usr/sbin/sshd").exists(),
+        "this test expects a machine without /usr/sbin/sshd"
+    );
+    let d = Daemon::start(&bed, &["-w"], Some(example));
+    assert!(
+        d.stderr_text()
+            .contains("whitelist entry \"/usr/sbin/sshd\" names no executable"),
+        "{}",
+        d.stderr_text()
+    );
+    d.stop();
+}

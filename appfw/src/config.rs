@@ -94,7 +94,21 @@ pub struct Target {
     pub id: FileId,
     /// Its path with symlinks resolved, for display.
     pub path: String,
+    /// Files the entry named earlier in this run (newest first, at most
+    /// [`PREVIOUS_TARGETS`]): a program replaced by a package upgrade is a
+    /// new file, and its instances still running the old one keep matching.
+    pub previous: Vec<FileId>,
 }
+
+impl Target {
+    /// Whether `id` is this file or one the entry named before.
+    pub fn names(&self, id: FileId) -> bool {
+        self.id == id || self.previous.contains(&id)
+    }
+}
+
+/// How many replaced files an entry keeps matching.
+pub const PREVIOUS_TARGETS: usize = 4;
 
 /// One whitelist or blacklist entry. `target` is `None` until
 /// [`Config::resolve`] found the file, and stays `None` when there is none:
@@ -231,6 +245,7 @@ impl Resolver for SystemFiles {
         Ok(Target {
             id: FileId::of_metadata(&meta),
             path: canonical.to_string_lossy().into_owned(),
+            previous: Vec::new(),
         })
     }
 
@@ -260,6 +275,44 @@ pub struct Config {
 }
 
 impl Config {
+    /// Resolves every entry again (see [`Config::inherit`]); true when an
+    /// entry now names another file than before (a package upgrade, a
+    /// symlink moved to a new version, a listed file that appeared).
+    pub fn refresh(&mut self, files: &impl Resolver) -> bool {
+        let before = self.clone();
+        self.resolve(files);
+        self.inherit(&before);
+        self.whitelist != before.whitelist || self.blacklist != before.blacklist
+    }
+
+    /// Carries over from `old` (the running configuration) the files each
+    /// entry named there, for the same entries (by text) here.
+    pub fn inherit(&mut self, old: &Config) {
+        for (list, old_list) in [
+            (&mut self.whitelist, &old.whitelist),
+            (&mut self.blacklist, &old.blacklist),
+        ] {
+            for entry in list.iter_mut() {
+                let text = entry.to_string();
+                let Some(was) = old_list
+                    .iter()
+                    .find(|o| o.to_string() == text)
+                    .and_then(Entry::target)
+                else {
+                    continue;
+                };
+                let (Entry::Exe { target, .. } | Entry::Command { target, .. }) = entry;
+                if let Some(now) = target {
+                    now.previous = std::iter::once(was.id)
+                        .chain(was.previous.iter().copied())
+                        .filter(|id| *id != now.id)
+                        .take(PREVIOUS_TARGETS)
+                        .collect();
+                }
+            }
+        }
+    }
+
     /// Finds the file of every entry (see [`Entry::resolve`]); an entry
     /// without one matches nothing and gets a warning.
     pub fn resolve(&mut self, files: &impl Resolver) {
@@ -604,6 +657,7 @@ pub(crate) mod tests {
                 .then(|| Target {
                     id: crate::identity::test_id(p),
                     path: p.to_owned(),
+                    previous: Vec::new(),
                 })
                 .ok_or_else(|| format!("{}: No such file or directory", path.display()))
         }
@@ -704,6 +758,49 @@ pub(crate) mod tests {
         gone.files.retain(|f| *f != "/usr/bin/curl");
         assert!(e.resolve(&gone).is_err());
         assert_eq!(e.target(), None, "a vanished file no longer matches");
+    }
+
+    #[test]
+    fn refresh_follows_a_replaced_file_and_keeps_the_old_one() {
+        let mut c = Config {
+            whitelist: vec![Entry::parse("/usr/bin/python3").unwrap()],
+            ..Config::default()
+        };
+        c.resolve(&debian());
+        assert!(!c.refresh(&debian()), "nothing changed");
+        // An upgrade moves the symlink to a new version.
+        let mut upgraded = debian();
+        upgraded.links[0] = ("/usr/bin/python3", "/usr/bin/python3.12");
+        upgraded.files.push("/usr/bin/python3.12");
+        assert!(c.refresh(&upgraded));
+        let t = c.whitelist[0].target().unwrap();
+        assert_eq!(t.id, crate::identity::test_id("/usr/bin/python3.12"));
+        assert_eq!(
+            t.previous,
+            vec![crate::identity::test_id("/usr/bin/python3.11")]
+        );
+        assert!(t.names(crate::identity::test_id("/usr/bin/python3.11")));
+        assert!(!t.names(crate::identity::test_id("/usr/bin/curl")));
+        // A reload (a fresh configuration) inherits them.
+        let mut fresh = Config {
+            whitelist: vec![Entry::parse("/usr/bin/python3").unwrap()],
+            ..Config::default()
+        };
+        fresh.resolve(&upgraded);
+        fresh.inherit(&c);
+        assert_eq!(fresh.whitelist, c.whitelist);
+        // The list of old files is bounded.
+        for v in 13..20 {
+            let mut next = debian();
+            let name: &'static str = Box::leak(format!("/usr/bin/python3.{v}").into_boxed_str());
+            next.links[0] = ("/usr/bin/python3", name);
+            next.files.push(name);
+            assert!(c.refresh(&next));
+        }
+        assert_eq!(
+            c.whitelist[0].target().unwrap().previous.len(),
+            PREVIOUS_TARGETS
+        );
     }
 
     #[test]

@@ -69,6 +69,7 @@ impl List {
             match (e, e.target()) {
                 (Entry::Exe { .. }, Some(t)) => {
                     list.exes.insert(t.id);
+                    list.exes.extend(t.previous.iter().copied());
                 }
                 (Entry::Command { .. }, Some(_)) => list.commands.push(e.clone()),
                 (_, None) => {}
@@ -138,7 +139,7 @@ pub fn matches(entry: &Entry, p: &Process) -> bool {
     let (Some(id), Some(target)) = (p.exe_id, entry.target()) else {
         return false;
     };
-    if id != target.id {
+    if !target.names(id) {
         return false;
     }
     match entry {

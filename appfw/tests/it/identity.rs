@@ -425,3 +425,60 @@ fn shipped_example_configuration_loads_where_its_programs_are_missing() {
     );
     d.stop();
 }
+
+#[test]
+fn replaced_listed_file_is_followed_and_its_running_instances_keep_matching() {
+    let mut bed = Bed::new();
+    bed.sink();
+    let bin = bed.dir.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let tool = bin.join("tool");
+    let tool_s = tool.to_str().unwrap().to_owned();
+    fs::copy("/usr/bin/bash", &tool).unwrap();
+    fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+    let d = Daemon::start(&bed, &["-w"], Some(&whitelist(&[&tool_s])));
+    let dir = bed.attacker_dir();
+    let go = dir.join("go");
+    let send = |marker: &str| format!("echo {marker} > /dev/udp/{SERVER_V4}/{SINK_PORT}");
+    // An instance of the old file, waiting to send until told.
+    let old = bed
+        .as_attacker(&tool_s)
+        .args([
+            "-c",
+            &format!(
+                "while [ ! -e {} ]; do sleep 0.1; done; {}",
+                go.display(),
+                send("old-instance")
+            ),
+        ])
+        .spawn()
+        .unwrap();
+    bed.adopt(old);
+    // A package upgrade: the new file is renamed over the old path.
+    let staged = bin.join("tool.new");
+    fs::copy("/usr/bin/bash", &staged).unwrap();
+    fs::set_permissions(&staged, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::rename(&staged, &tool).unwrap();
+    wait_for(Duration::from_secs(15), "appfw to see the new file", || {
+        d.stderr_text()
+            .contains("a listed file changed")
+            .then_some(())
+    });
+    let out = run(bed.as_attacker(&tool_s).args(["-c", &send("new-instance")]));
+    assert!(
+        bed.sink_got("new-instance", ALLOWED_WAIT),
+        "the new file at the listed path must be allowed without a reload: {out:?}\nsink: {}",
+        bed.sink_received()
+    );
+    write_file(&go, "", 0o644);
+    assert!(
+        bed.sink_got("old-instance", ALLOWED_WAIT),
+        "the instance still running the replaced file must keep matching: {}",
+        bed.sink_received()
+    );
+    // bash itself is another file, never listed.
+    let out = run(bed
+        .as_attacker("/usr/bin/bash")
+        .args(["-c", &send("bash-itself")]));
+    assert_blocked(&bed, "bash-itself", &out);
+}

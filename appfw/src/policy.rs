@@ -146,7 +146,14 @@ pub fn matches(entry: &Entry, p: &Process) -> bool {
         Entry::Exe { .. } => true,
         Entry::Command { words, .. } => {
             let rest = &words[1..];
-            rest.is_empty() || (p.args.len() > rest.len() && p.args[1..=rest.len()] == *rest)
+            // argv that is not UTF-8 was decoded with U+FFFD in place of
+            // the bytes: such a word equals no configured word.
+            rest.is_empty()
+                || (p.args.len() > rest.len()
+                    && rest
+                        .iter()
+                        .zip(&p.args[1..])
+                        .all(|(w, a)| w == a && !a.contains(char::REPLACEMENT_CHARACTER)))
         }
     }
 }
@@ -292,6 +299,18 @@ mod tests {
         assert!(!matches(
             &abs,
             &proc("/other", &["/usr/bin/python3.11", "-c"])
+        ));
+    }
+
+    #[test]
+    fn argv_that_was_not_utf8_matches_no_word() {
+        // "\xff" at exec is decoded as U+FFFD; an entry spelling U+FFFD
+        // must not match it.
+        let e = entry("curl \u{fffd}");
+        assert!(!matches(&e, &proc("/usr/bin/curl", &["curl", "\u{fffd}"])));
+        assert!(matches(
+            &entry("curl -x"),
+            &proc("/usr/bin/curl", &["curl", "-x", "\u{fffd}"])
         ));
     }
 

@@ -606,6 +606,25 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn owner_of_unknown_start_is_not_named_by_a_newer_incarnation() {
+        // The socket's process predates appfw (start 0); the pid now
+        // belongs to a process appfw saw start. Neither its record nor
+        // /proc may name the old owner.
+        let mut store = MemStore::default();
+        let k = key(6, [198, 51, 100, 1]);
+        store.flows.insert(k, owner(GONE, 0, 150));
+        store.starts.insert(GONE, 500);
+        store.procs.borrow_mut().insert(
+            ProcKey::new(GONE, 500),
+            record(500, 1, "/nonexistent/new", &["new"]),
+        );
+        let mut a = attributor(store);
+        let p = a.attribute(&k).process.unwrap();
+        assert_eq!(p.exe_id, None, "{p:?}");
+        assert_eq!(p.origin, ProcessOrigin::Comm);
+    }
+
+    #[test]
     fn record_without_identity_is_not_an_identity() {
         // A fork record of a parent whose executable could not be read,
         // and the pid no longer that process: unknown.

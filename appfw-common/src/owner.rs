@@ -81,7 +81,7 @@ pub mod exe_source {
 
 /// What the kernel saw when a process was forked or exec'd: the file it
 /// executes, and enough to name it after it has exited and /proc/PID is
-/// gone.
+/// gone. Integers in host byte order.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ProcRecord {
@@ -114,6 +114,7 @@ pub struct ProcRecord {
 /// Byte offsets of the kernel struct members the exec hook follows, read
 /// from the kernel's BTF by the daemon and set as a global at load (they
 /// change with every kernel build). All zero: not set, nothing is read.
+/// Host byte order.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelOffsets {

@@ -16,7 +16,7 @@ pub mod verdict;
 
 pub use flow::FlowKey;
 pub use maps::SocketEvent;
-pub use owner::{ExecArgs, Owner, ProcKey, ProcRecord};
+pub use owner::{KernelOffsets, Owner, ProcKey, ProcRecord};
 pub use verdict::{PacketKey, QueuedPacket, SocketVerdict};
 
 #[cfg(feature = "user")]
@@ -31,7 +31,7 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ProcRecord {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::ExecArgs {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PacketKey {}
     // SAFETY: as above.

@@ -43,17 +43,24 @@ pub mod filters {
     pub const KERNEL: &str = "appfw_sk_kernel";
 }
 
-/// tgid -> start of its current incarnation ([`crate::ProcKey::start_ns`]).
+/// tgid -> start of its current incarnation ([`crate::ProcKey::start_ns`]),
+/// live processes only (deleted at exit).
 pub const PROC_START: &str = "APPFW_PROC_START";
 pub const PROC_START_CAPACITY: u32 = 32_768;
 
-/// [`crate::ProcKey`] -> [`crate::ProcRecord`].
+/// [`crate::ProcKey`] -> [`crate::ProcRecord`] of live processes: a plain
+/// hash (no eviction), each record deleted when its process exits, so a
+/// flood of short-lived processes cannot push out a live one. When full, a
+/// new process gets no record (counted as `map_update_failed`) and is
+/// named through /proc.
 pub const PROCS: &str = "APPFW_PROCS";
-pub const PROCS_CAPACITY: u32 = 8_192;
+pub const PROCS_CAPACITY: u32 = 16_384;
 
-/// tid -> [`crate::owner::ExecArgs`] between execve entry and success.
-pub const PENDING_EXEC: &str = "APPFW_PENDING_EXEC";
-pub const PENDING_EXEC_CAPACITY: u32 = 1_024;
+/// [`crate::ProcKey`] -> [`crate::ProcRecord`] of exited processes, moved
+/// here at exit so that a datagram still queued is named. LRU: the oldest
+/// go first; a packet whose record was evicted is counted by the daemon.
+pub const EXITED: &str = "APPFW_EXITED";
+pub const EXITED_CAPACITY: u32 = 4_096;
 
 /// Ring buffer of [`SocketEvent`]s, written only when [`EMIT_EVENTS`] is
 /// set (by `appfw trace`).
@@ -68,6 +75,8 @@ pub const COUNTERS: &str = "APPFW_COUNTERS";
 pub const FILTER_NETNS: &str = "APPFW_FILTER_NETNS";
 /// Global set at load: non-zero makes the hooks emit [`SocketEvent`]s.
 pub const EMIT_EVENTS: &str = "APPFW_EMIT_EVENTS";
+/// Global set at load: [`crate::KernelOffsets`] from the kernel's BTF.
+pub const KERNEL_OFFSETS: &str = "APPFW_KERNEL_OFFSETS";
 
 /// Indexes into [`COUNTERS`].
 pub mod counter {
@@ -83,13 +92,20 @@ pub mod counter {
     pub const TCP_WITHOUT_CONNECT: u32 = 7;
     /// Events lost because the ring buffer was full.
     pub const EVENTS_LOST: u32 = 8;
+    /// Process records moved to the exited map at exit.
+    pub const EXIT: u32 = 9;
+    /// An exec whose executed file (device, inode) could not be read: that
+    /// process has no kernel identity.
+    pub const IDENTITY_UNREAD: u32 = 10;
+    /// An exec whose argv could not be read from the new program's memory.
+    pub const ARGS_UNREAD: u32 = 11;
     /// Sockets created (`sock_create`).
-    pub const SOCKET_CREATED: u32 = 9;
+    pub const SOCKET_CREATED: u32 = 12;
     /// Packets sent to the queue (the filter in front of it).
-    pub const QUEUED: u32 = 10;
+    pub const QUEUED: u32 = 13;
     /// Packets decided in the kernel by a socket's verdict.
-    pub const SOCKET_VERDICT: u32 = 11;
-    pub const COUNT: u32 = 12;
+    pub const SOCKET_VERDICT: u32 = 14;
+    pub const COUNT: u32 = 15;
 
     /// Names, for reports.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -102,6 +118,9 @@ pub mod counter {
         "map_update_failed",
         "tcp_without_connect",
         "events_lost",
+        "exit",
+        "identity_unread",
+        "args_unread",
         "socket_created",
         "queued",
         "socket_verdict",

@@ -17,12 +17,13 @@ pub mod hook {
 
 /// Length of `comm` in the kernel (`TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;
-/// Bytes of the executable path kept per exec.
+/// Bytes of the executed path kept per exec.
 pub const FILENAME_LEN: usize = 256;
-/// How many argv words an exec record keeps...
-pub const ARG_SLOTS: usize = 6;
-/// ...and how many bytes of each (NUL included).
-pub const ARG_LEN: usize = 64;
+/// Bytes of argv kept per exec (the words, each NUL-terminated, as
+/// /proc/PID/cmdline shows them).
+pub const ARGS_LEN: usize = 384;
+/// argv words the daemon keeps per process (from a record or from /proc).
+pub const ARG_WORDS: usize = 16;
 
 /// The owner of a socket, recorded in process context by a kernel hook.
 #[repr(C)]
@@ -69,34 +70,68 @@ impl ProcKey {
     }
 }
 
-/// What the kernel saw when a process was forked or exec'd: enough to name
-/// it after it has exited and /proc/PID is gone.
+/// Where a [`ProcRecord`]'s executable identity came from.
+pub mod exe_source {
+    /// Not read (offsets unknown, or the read failed).
+    pub const NONE: u8 = 0;
+    /// The exec itself: the file the kernel executed (`mm->exe_file`).
+    pub const EXEC: u8 = 1;
+    /// A fork from a process appfw never saw exec: the parent's
+    /// `mm->exe_file`, which the child shares until it execs.
+    pub const FORK: u8 = 2;
+}
+
+/// What the kernel saw when a process was forked or exec'd: the file it
+/// executes, and enough to name it after it has exited and /proc/PID is
+/// gone. Integers in host byte order.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ProcRecord {
     pub start_ns: u64,
+    /// Inode number of the executed file (`mm->exe_file->f_inode->i_ino`);
+    /// meaningful when `exe_source` is not [`exe_source::NONE`].
+    pub ino: u64,
     /// Parent's tgid at fork; carried over an exec.
     pub ppid: u32,
-    /// argv words recorded in `args` (at most [`ARG_SLOTS`]).
-    pub argc: u32,
-    /// Non-zero when argv had more words than [`ARG_SLOTS`].
+    /// Device of the executed file's filesystem, in the kernel's encoding
+    /// (`sb->s_dev`: major << 20 | minor), not the userspace `st_dev` one.
+    pub dev: u32,
+    /// Bytes of `args` filled.
+    pub args_len: u32,
+    /// Non-zero when argv was longer than [`ARGS_LEN`] bytes.
     pub args_truncated: u8,
-    pub _pad: [u8; 7],
-    /// The path given to execve, NUL-terminated; empty when the process
-    /// was forked from one appfw never saw exec.
+    /// One of [`exe_source`].
+    pub exe_source: u8,
+    pub _pad: [u8; 2],
+    /// The path the kernel executed, NUL-terminated: for a `#!` script the
+    /// interpreter's path (`bprm->interp`); empty after a fork. For display
+    /// only: it is a path in the process's mount namespace.
     pub filename: [u8; FILENAME_LEN],
-    /// argv words, each NUL-terminated.
-    pub args: [[u8; ARG_LEN]; ARG_SLOTS],
+    /// argv as the new program's memory holds it at exec
+    /// (`mm->arg_start..arg_end`): NUL-separated words, for a script
+    /// `[interpreter, script, args...]`.
+    pub args: [u8; ARGS_LEN],
 }
 
-/// argv of an execve in progress, keyed by thread id until the exec
-/// succeeds (then it moves into a [`ProcRecord`]).
+/// Byte offsets of the kernel struct members the exec hook follows, read
+/// from the kernel's BTF by the daemon and set as a global at load (they
+/// change with every kernel build). All zero: not set, nothing is read.
+/// Host byte order.
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct ExecArgs {
-    pub argc: u32,
-    pub truncated: u32,
-    pub args: [[u8; ARG_LEN]; ARG_SLOTS],
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub task_mm: u32,
+    pub mm_exe_file: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub file_f_inode: u32,
+    pub inode_i_ino: u32,
+    pub inode_i_sb: u32,
+    pub sb_s_dev: u32,
+    pub bprm_interp: u32,
+    /// Offset of `group_dead` in the sched_process_exit tracepoint record;
+    /// 0 when this kernel's record has none (then the leader's exit counts).
+    pub exit_group_dead: u32,
 }
 
 #[cfg(test)]
@@ -110,8 +145,9 @@ mod tests {
         assert_eq!(size_of::<ProcKey>(), 16);
         assert_eq!(
             size_of::<ProcRecord>(),
-            8 + 4 + 4 + 8 + FILENAME_LEN + ARG_SLOTS * ARG_LEN
+            8 + 8 + 4 + 4 + 4 + 1 + 1 + 2 + FILENAME_LEN + ARGS_LEN
         );
-        assert_eq!(size_of::<ExecArgs>(), 8 + ARG_SLOTS * ARG_LEN);
+        assert_eq!(size_of::<ProcRecord>() % 8, 0);
+        assert_eq!(size_of::<KernelOffsets>(), 10 * 4);
     }
 }

@@ -1,33 +1,82 @@
-//! Processes: when each incarnation began, its parent, executable and argv,
-//! so that a process which exits before the daemon reads /proc is named.
+//! Processes: when each incarnation began, its parent, the file it
+//! executes (device, inode, as the kernel saw it), its path and argv, so
+//! that a process is named by what it runs, also after it exited.
 //!
-//! Offsets are those of the tracepoints' format files
+//! Kernel struct members are reached with `bpf_probe_read_kernel` at
+//! offsets the daemon read from the kernel's BTF ([`maps::offsets`]);
+//! tracepoint record offsets are those of the format files
 //! (/sys/kernel/tracing/events/...), which are stable kernel ABI.
 
-use appfw_common::{maps::counter, owner::ARG_SLOTS};
+use appfw_common::{
+    maps::counter,
+    owner::{exe_source, ARGS_LEN},
+    KernelOffsets,
+};
 use aya_ebpf::{
+    cty::c_void,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
-        bpf_probe_read_user_str_bytes,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_str_bytes, generated::bpf_probe_read_user,
     },
-    programs::TracePointContext,
-    EbpfContext,
+    programs::{RawTracePointContext, TracePointContext},
 };
 
-use crate::{maps, owner};
+use crate::{
+    maps::{self, Scratch},
+    owner,
+};
 
 /// task/task_newtask: `pid_t pid` at 8, `u64 clone_flags` at 32.
 const NEWTASK_PID: usize = 8;
 const NEWTASK_CLONE_FLAGS: usize = 32;
 const CLONE_THREAD: u64 = 0x0001_0000;
-/// syscalls/sys_enter_execve: `const char *const *argv` at 24.
-pub const EXECVE_ARGV_OFFSET: usize = 24;
-/// syscalls/sys_enter_execveat: `argv` at 32.
-pub const EXECVEAT_ARGV_OFFSET: usize = 32;
-/// sched/sched_process_exec: `__data_loc char[] filename` at 8,
-/// `pid_t old_pid` at 16.
-const EXEC_FILENAME_LOC: usize = 8;
-const EXEC_OLD_PID: usize = 16;
+/// Raw sched_process_exec: `(struct task_struct *p, pid_t old_pid, struct
+/// linux_binprm *bprm)`.
+const EXEC_ARG_BPRM: usize = 2;
+
+/// A kernel value at `base + off`.
+///
+/// # Safety
+///
+/// None beyond the helper's: it checks the address and fails on a bad one.
+#[inline(always)]
+unsafe fn read<T>(base: *const u8, off: u32) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel copies with fault handling.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize) as *const T).ok() }
+}
+
+/// A non-null kernel pointer at `base + off`.
+#[inline(always)]
+fn read_ptr(base: *const u8, off: u32) -> Option<*const u8> {
+    // SAFETY: see `read`.
+    let p: *const u8 = unsafe { read(base, off)? };
+    (!p.is_null()).then_some(p)
+}
+
+/// The current task's `mm`, when the offsets are known.
+#[inline(always)]
+fn current_mm(o: &KernelOffsets) -> Option<*const u8> {
+    if o.task_mm == 0 {
+        return None;
+    }
+    // SAFETY: a helper without arguments, allowed in tracepoints.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    read_ptr(task, o.task_mm)
+}
+
+/// (`s_dev`, `i_ino`) of `mm->exe_file`: the file the process executes
+/// (for a script, its interpreter), whatever path or mount led to it.
+#[inline(always)]
+fn exe_of(mm: *const u8, o: &KernelOffsets) -> Option<(u32, u64)> {
+    let file = read_ptr(mm, o.mm_exe_file)?;
+    let inode = read_ptr(file, o.file_f_inode)?;
+    // SAFETY: see `read`.
+    let ino: u64 = unsafe { read(inode, o.inode_i_ino)? };
+    let sb = read_ptr(inode, o.inode_i_sb)?;
+    // SAFETY: see `read`.
+    let dev: u32 = unsafe { read(sb, o.sb_s_dev)? };
+    (ino != 0).then_some((dev, ino))
+}
 
 pub fn newtask(ctx: &TracePointContext) -> u32 {
     // SAFETY: offsets from the tracepoint's format.
@@ -45,87 +94,121 @@ pub fn newtask(ctx: &TracePointContext) -> u32 {
         return 0;
     }
     let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
-    maps::process_forked(parent, child as u32, owner::now());
+    // The parent runs this hook: its executable is the child's.
+    let o = maps::offsets();
+    let exe = current_mm(&o).and_then(|mm| exe_of(mm, &o));
+    maps::process_forked(parent, child as u32, owner::now(), exe);
     maps::count(counter::FORK);
     0
 }
 
-/// argv is read at syscall entry: by the time the exec succeeds the old
-/// address space holding it is gone.
-pub fn execve_enter(ctx: &TracePointContext, argv_offset: usize) -> u32 {
-    // SAFETY: offset from the tracepoint's format.
-    let argv = match unsafe { ctx.read_at::<*const *const u8>(argv_offset) } {
-        Ok(p) if !p.is_null() => p,
-        _ => return 0,
-    };
-    let Some(args) = maps::scratch_args() else {
-        return 0;
-    };
-    args.argc = 0;
-    args.truncated = 0;
-    let mut i = 0;
-    while i < ARG_SLOTS {
-        // SAFETY: user memory is read through the checked helper.
-        let word = unsafe { bpf_probe_read_user(argv.add(i)) }.unwrap_or(core::ptr::null());
-        if word.is_null() {
-            break;
-        }
-        // SAFETY: as above; the helper NUL-terminates within the slot.
-        if unsafe { bpf_probe_read_user_str_bytes(word, &mut args.args[i]) }.is_err() {
-            args.args[i][0] = 0;
-        }
-        args.argc = i as u32 + 1;
-        i += 1;
-    }
-    if i == ARG_SLOTS {
-        // SAFETY: as above.
-        let more = unsafe { bpf_probe_read_user(argv.add(ARG_SLOTS)) }.unwrap_or(core::ptr::null());
-        args.truncated = u32::from(!more.is_null());
-    }
-    let tid = bpf_get_current_pid_tgid() as u32;
-    maps::exec_started(tid, args);
-    0
-}
-
-pub fn process_exec(ctx: &TracePointContext) -> u32 {
+/// A successful exec, seen after the new program's memory is set up: the
+/// executed file, the path the kernel used (`bprm->interp`: for a `#!`
+/// script, the interpreter), and argv as the new program holds it.
+pub fn process_exec(ctx: &RawTracePointContext) -> u32 {
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: offsets from the tracepoint's format.
-    let (loc, old_pid) = unsafe {
-        match (
-            ctx.read_at::<u32>(EXEC_FILENAME_LOC),
-            ctx.read_at::<i32>(EXEC_OLD_PID),
-        ) {
-            (Ok(l), Ok(o)) => (l, o as u32),
-            _ => return 0,
-        }
-    };
-    let Some(rec) = maps::scratch_proc() else {
+    let bprm: *const u8 = ctx.arg(EXEC_ARG_BPRM);
+    let o = maps::offsets();
+    // SAFETY: sched_process_exec's own slot, taken once in this run.
+    let Some(rec) = (unsafe { maps::scratch_proc(Scratch::Exec) }) else {
         return 0;
     };
     rec.start_ns = owner::now();
     rec.ppid = maps::recorded_ppid(pid);
-    rec.argc = 0;
+    rec.args_len = 0;
     rec.args_truncated = 0;
-    rec._pad = [0; 7];
-    // The low 16 bits of a __data_loc are the string's offset in the record.
-    // SAFETY: the string lies inside the tracepoint record; the helper
-    // bounds and NUL-terminates the copy.
-    let src = unsafe { (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize) };
-    if unsafe { bpf_probe_read_kernel_str_bytes(src, &mut rec.filename) }.is_err() {
-        rec.filename[0] = 0;
-    }
-    // A thread other than the leader that execs takes the leader's pid; its
-    // argv was stored under its old thread id.
-    if let Some(args) = maps::pending_args(old_pid) {
-        // SAFETY: map value pointer, valid during this program.
-        unsafe {
-            rec.argc = (*args).argc;
-            rec.args_truncated = (*args).truncated as u8;
-            rec.args = (*args).args;
+    rec._pad = [0; 2];
+    rec.filename[0] = 0;
+    if o.bprm_interp != 0 && !bprm.is_null() {
+        if let Some(interp) = read_ptr(bprm, o.bprm_interp) {
+            // SAFETY: the helper bounds and NUL-terminates the copy.
+            if unsafe { bpf_probe_read_kernel_str_bytes(interp, &mut rec.filename) }.is_err() {
+                rec.filename[0] = 0;
+            }
         }
-        maps::forget_pending_args(old_pid);
+    }
+    let mm = current_mm(&o);
+    match mm.and_then(|mm| exe_of(mm, &o)) {
+        Some((dev, ino)) => {
+            rec.dev = dev;
+            rec.ino = ino;
+            rec.exe_source = exe_source::EXEC;
+        }
+        None => {
+            rec.dev = 0;
+            rec.ino = 0;
+            rec.exe_source = exe_source::NONE;
+            maps::count(counter::IDENTITY_UNREAD);
+        }
+    }
+    if let Some(mm) = mm {
+        read_args(mm, &o, rec);
     }
     maps::process_exec(pid, rec);
     maps::count(counter::EXEC);
+    0
+}
+
+/// Copies `mm->arg_start..arg_end` (what /proc/PID/cmdline shows), at most
+/// [`ARGS_LEN`] bytes.
+#[inline(always)]
+fn read_args(mm: *const u8, o: &KernelOffsets, rec: &mut appfw_common::ProcRecord) {
+    // SAFETY: see `read`.
+    let (start, end) = unsafe {
+        match (
+            read::<u64>(mm, o.mm_arg_start),
+            read::<u64>(mm, o.mm_arg_end),
+        ) {
+            (Some(s), Some(e)) => (s, e),
+            _ => {
+                maps::count(counter::ARGS_UNREAD);
+                return;
+            }
+        }
+    };
+    if end <= start {
+        return;
+    }
+    let len = end - start;
+    let (n, truncated) = if len > ARGS_LEN as u64 {
+        (ARGS_LEN as u32, 1)
+    } else {
+        (len as u32, 0)
+    };
+    // SAFETY: at most ARGS_LEN bytes into the record's args; the helper
+    // checks the user address.
+    let ret = unsafe {
+        bpf_probe_read_user(
+            rec.args.as_mut_ptr() as *mut c_void,
+            n,
+            start as *const c_void,
+        )
+    };
+    if ret == 0 {
+        rec.args_len = n;
+        rec.args_truncated = truncated;
+    } else {
+        maps::count(counter::ARGS_UNREAD);
+    }
+}
+
+/// A task exited: when it was the last of its process, the process record
+/// moves to the exited map (its datagrams may still wait in the queue) and
+/// the live maps forget it.
+pub fn process_exit(ctx: &TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let o = maps::offsets();
+    let last = if o.exit_group_dead != 0 {
+        // SAFETY: offset from this kernel's tracepoint format, found by
+        // the loader.
+        unsafe { ctx.read_at::<u8>(o.exit_group_dead as usize) }.is_ok_and(|b| b != 0)
+    } else {
+        // Without group_dead, the leader's exit stands for the process.
+        tgid == pid_tgid as u32
+    };
+    if last {
+        maps::process_exited(tgid);
+    }
     0
 }

@@ -20,8 +20,11 @@ mod verdict;
 
 use appfw_common::verdict::action;
 use aya_ebpf::{
-    macros::{cgroup_sock, cgroup_sock_addr, sock_ops, socket_filter, tracepoint},
-    programs::{SkBuffContext, SockAddrContext, SockContext, SockOpsContext, TracePointContext},
+    macros::{cgroup_sock, cgroup_sock_addr, raw_tracepoint, sock_ops, socket_filter, tracepoint},
+    programs::{
+        RawTracePointContext, SkBuffContext, SockAddrContext, SockContext, SockOpsContext,
+        TracePointContext,
+    },
 };
 
 /// Any new socket of a process: socket cookie -> its creator. Linux 5.7.
@@ -74,22 +77,19 @@ pub fn appfw_task_newtask(ctx: TracePointContext) -> u32 {
     exec::newtask(&ctx)
 }
 
-/// execve entry: argv, copied while the old address space still exists.
-#[tracepoint]
-pub fn appfw_execve_enter(ctx: TracePointContext) -> u32 {
-    exec::execve_enter(&ctx, exec::EXECVE_ARGV_OFFSET)
+/// Successful exec: the executed file (device, inode), its path and argv,
+/// new incarnation. A raw tracepoint, for `bprm` (the plain tracepoint's
+/// record has only the path given to execve, a script's path for a script).
+/// Linux 4.17 (raw tracepoints).
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn appfw_process_exec(ctx: RawTracePointContext) -> i32 {
+    exec::process_exec(&ctx) as i32
 }
 
-/// execveat entry: as `appfw_execve_enter`.
+/// A task exited: the last one of a process retires its record.
 #[tracepoint]
-pub fn appfw_execveat_enter(ctx: TracePointContext) -> u32 {
-    exec::execve_enter(&ctx, exec::EXECVEAT_ARGV_OFFSET)
-}
-
-/// Successful exec: executable path, new incarnation.
-#[tracepoint]
-pub fn appfw_process_exec(ctx: TracePointContext) -> u32 {
-    exec::process_exec(&ctx)
+pub fn appfw_process_exit(ctx: TracePointContext) -> u32 {
+    exec::process_exit(&ctx)
 }
 
 // The socket filters appfw's netfilter chain runs (`-m bpf

@@ -9,13 +9,14 @@
 
 use appfw_common::{
     maps::{self as names, counter, SocketEvent},
+    owner::exe_source,
     verdict::SETTING_GENERATION,
-    ExecArgs, FlowKey, Owner, PacketKey, ProcKey, ProcRecord, QueuedPacket, SocketVerdict,
+    FlowKey, KernelOffsets, Owner, PacketKey, ProcKey, ProcRecord, QueuedPacket, SocketVerdict,
 };
 use aya_ebpf::{
     bindings::BPF_ANY,
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     Global,
 };
 
@@ -42,17 +43,18 @@ static APPFW_QUEUED: LruHashMap<PacketKey, QueuedPacket> =
 #[map]
 static APPFW_SETTINGS: Array<u32> = Array::with_max_entries(names::SETTINGS_COUNT, 0);
 
+// Live processes only: plain hashes, so that nothing evicts a live entry.
 #[map]
-static APPFW_PROC_START: LruHashMap<u32, u64> =
-    LruHashMap::with_max_entries(names::PROC_START_CAPACITY, 0);
+static APPFW_PROC_START: HashMap<u32, u64> =
+    HashMap::with_max_entries(names::PROC_START_CAPACITY, 0);
 
 #[map]
-static APPFW_PROCS: LruHashMap<ProcKey, ProcRecord> =
-    LruHashMap::with_max_entries(names::PROCS_CAPACITY, 0);
+static APPFW_PROCS: HashMap<ProcKey, ProcRecord> =
+    HashMap::with_max_entries(names::PROCS_CAPACITY, 0);
 
 #[map]
-static APPFW_PENDING_EXEC: LruHashMap<u32, ExecArgs> =
-    LruHashMap::with_max_entries(names::PENDING_EXEC_CAPACITY, 0);
+static APPFW_EXITED: LruHashMap<ProcKey, ProcRecord> =
+    LruHashMap::with_max_entries(names::EXITED_CAPACITY, 0);
 
 #[map]
 static APPFW_EVENTS: RingBuf = RingBuf::with_byte_size(names::EVENTS_BYTES, 0);
@@ -60,18 +62,52 @@ static APPFW_EVENTS: RingBuf = RingBuf::with_byte_size(names::EVENTS_BYTES, 0);
 #[map]
 static APPFW_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
-/// Scratch space: a `ProcRecord` or `ExecArgs` is larger than the 512-byte
-/// BPF stack, so it is built here (one slot per CPU) and then copied.
+/// Scratch space: a `ProcRecord` is larger than the 512-byte BPF stack, so
+/// it is built here and then copied; one slot per CPU and per [`Scratch`]
+/// user.
 #[map]
-static APPFW_SCRATCH_PROC: PerCpuArray<ProcRecord> = PerCpuArray::with_max_entries(1, 0);
-#[map]
-static APPFW_SCRATCH_ARGS: PerCpuArray<ExecArgs> = PerCpuArray::with_max_entries(1, 0);
+static APPFW_SCRATCH_PROC: PerCpuArray<ProcRecord> =
+    PerCpuArray::with_max_entries(Scratch::COUNT, 0);
 
 /// Set by the loader (`EbpfLoader::override_global`).
 #[unsafe(no_mangle)]
 static APPFW_FILTER_NETNS: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
 static APPFW_EMIT_EVENTS: Global<u8> = Global::new(0);
+#[unsafe(no_mangle)]
+static APPFW_KERNEL_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
+    task_mm: 0,
+    mm_exe_file: 0,
+    mm_arg_start: 0,
+    mm_arg_end: 0,
+    file_f_inode: 0,
+    inode_i_ino: 0,
+    inode_i_sb: 0,
+    sb_s_dev: 0,
+    bprm_interp: 0,
+    exit_group_dead: 0,
+});
+
+/// The kernel struct offsets the loader found in BTF.
+#[inline(always)]
+pub fn offsets() -> KernelOffsets {
+    APPFW_KERNEL_OFFSETS.load()
+}
+
+/// Which program a scratch slot belongs to: one slot each, so that two
+/// programs never share one.
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum Scratch {
+    /// sched_process_exec.
+    Exec = 0,
+    /// task_newtask.
+    Fork = 1,
+}
+
+impl Scratch {
+    const COUNT: u32 = 2;
+}
 
 #[inline(always)]
 pub fn count(index: u32) {
@@ -260,28 +296,40 @@ fn process_started(pid: u32, start_ns: u64) {
 }
 
 /// A new process `child` was forked from `parent` at `now`: it inherits the
-/// parent's record (same executable until it execs).
+/// parent's record (same executable until it execs). A parent appfw never
+/// saw exec gets a record with `exe` (the parent's executable, read from
+/// the kernel) and no argv.
 #[inline(always)]
-pub fn process_forked(parent: u32, child: u32, now: u64) {
+pub fn process_forked(parent: u32, child: u32, now: u64, exe: Option<(u32, u64)>) {
     let child_key = ProcKey::new(child, now);
     let parent_key = ProcKey::new(parent, process_start(parent));
     let inserted = match APPFW_PROCS.get_ptr(&parent_key) {
         // SAFETY: the value pointer is valid for this program's run; the
         // kernel copies it into the new element.
         Some(rec) => APPFW_PROCS.insert(&child_key, unsafe { &*rec }, BPF_ANY as u64),
-        None => match APPFW_SCRATCH_PROC.get_ptr_mut(0) {
-            Some(rec) => {
-                // SAFETY: this CPU's scratch slot; only the fields a reader
-                // looks at for an empty record are reset.
-                unsafe {
-                    (*rec).filename[0] = 0;
-                    (*rec).argc = 0;
-                    (*rec).args_truncated = 0;
-                    APPFW_PROCS.insert(&child_key, &*rec, BPF_ANY as u64)
+        None => {
+            // SAFETY: task_newtask's own slot, one reference per run.
+            let Some(rec) = (unsafe { scratch_proc(Scratch::Fork) }) else {
+                return;
+            };
+            rec.filename[0] = 0;
+            rec.args_len = 0;
+            rec.args_truncated = 0;
+            rec._pad = [0; 2];
+            match exe {
+                Some((dev, ino)) => {
+                    rec.dev = dev;
+                    rec.ino = ino;
+                    rec.exe_source = exe_source::FORK;
+                }
+                None => {
+                    rec.dev = 0;
+                    rec.ino = 0;
+                    rec.exe_source = exe_source::NONE;
                 }
             }
-            None => return,
-        },
+            APPFW_PROCS.insert(&child_key, rec, BPF_ANY as u64)
+        }
     };
     if inserted.is_err() {
         count(counter::MAP_UPDATE_FAILED);
@@ -297,32 +345,23 @@ pub fn process_forked(parent: u32, child: u32, now: u64) {
     process_started(child, now);
 }
 
-/// This CPU's scratch `ExecArgs`, to fill before [`exec_started`].
+/// This CPU's scratch `ProcRecord` of `slot`, to fill before
+/// [`process_exec`] or an insert.
+///
+/// # Safety
+///
+/// Only the program `slot` names may call this, at most once per run, and
+/// must drop the reference before it returns. Then the reference is
+/// exclusive: the kernel never runs one program twice at once on a CPU (a
+/// nested run is skipped, `prog->active`), runs are pinned to their CPU,
+/// and no other program uses this slot. Nothing is assumed about the
+/// slot's previous contents: callers write every field they rely on.
 #[inline(always)]
-pub fn scratch_args() -> Option<&'static mut ExecArgs> {
-    // SAFETY: per-CPU slot; programs do not migrate CPUs while running.
-    APPFW_SCRATCH_ARGS
-        .get_ptr_mut(0)
-        .map(|p| unsafe { &mut *p })
-}
-
-/// Keeps argv of thread `tid`'s execve until the exec succeeds.
-#[inline(always)]
-pub fn exec_started(tid: u32, args: &ExecArgs) {
-    if APPFW_PENDING_EXEC
-        .insert(&tid, args, BPF_ANY as u64)
-        .is_err()
-    {
-        count(counter::MAP_UPDATE_FAILED);
-    }
-}
-
-/// This CPU's scratch `ProcRecord`, to fill before [`process_exec`].
-#[inline(always)]
-pub fn scratch_proc() -> Option<&'static mut ProcRecord> {
-    // SAFETY: per-CPU slot; programs do not migrate CPUs while running.
+pub unsafe fn scratch_proc(slot: Scratch) -> Option<&'static mut ProcRecord> {
     APPFW_SCRATCH_PROC
-        .get_ptr_mut(0)
+        .get_ptr_mut(slot as u32)
+        // SAFETY: the map's value, valid for the program's run; exclusive
+        // by the caller's contract.
         .map(|p| unsafe { &mut *p })
 }
 
@@ -334,24 +373,50 @@ pub fn recorded_ppid(pid: u32) -> u32 {
     unsafe { APPFW_PROCS.get(&key).map(|r| r.ppid).unwrap_or(0) }
 }
 
-/// argv that thread `tid` passed to execve, if its entry was seen.
-#[inline(always)]
-pub fn pending_args(tid: u32) -> Option<*const ExecArgs> {
-    APPFW_PENDING_EXEC.get_ptr(&tid)
-}
-
-#[inline(always)]
-pub fn forget_pending_args(tid: u32) {
-    let _ = APPFW_PENDING_EXEC.remove(&tid);
-}
-
-/// `pid` exec'd at `rec.start_ns`; `rec` describes the new program.
+/// `pid` exec'd at `rec.start_ns`; `rec` describes the new program. The
+/// record of the incarnation it replaces is kept as an exited one: a
+/// datagram it sent may still wait in the queue.
 #[inline(always)]
 pub fn process_exec(pid: u32, rec: &ProcRecord) {
+    retire(pid);
     let key = ProcKey::new(pid, rec.start_ns);
     if APPFW_PROCS.insert(&key, rec, BPF_ANY as u64).is_err() {
         count(counter::MAP_UPDATE_FAILED);
+        // The old start must not stay: it would name the new program by the
+        // retired record. Without one the daemon asks /proc, which shows
+        // the current executable.
+        let _ = APPFW_PROC_START.remove(&pid);
         return;
     }
     process_started(pid, rec.start_ns);
+}
+
+/// Process `pid` exited: its record moves to the exited map.
+#[inline(always)]
+pub fn process_exited(pid: u32) {
+    retire(pid);
+    let _ = APPFW_PROC_START.remove(&pid);
+}
+
+/// Moves the record of `pid`'s current incarnation to the exited map.
+#[inline(always)]
+fn retire(pid: u32) {
+    let start = process_start(pid);
+    if start == 0 {
+        return;
+    }
+    let key = ProcKey::new(pid, start);
+    let Some(rec) = APPFW_PROCS.get_ptr(&key) else {
+        return;
+    };
+    // SAFETY: the value pointer is valid for this program's run; the kernel
+    // copies it into the new element before the old one is deleted.
+    if APPFW_EXITED
+        .insert(&key, unsafe { &*rec }, BPF_ANY as u64)
+        .is_err()
+    {
+        count(counter::MAP_UPDATE_FAILED);
+    }
+    let _ = APPFW_PROCS.remove(&key);
+    count(counter::EXIT);
 }

@@ -13,14 +13,18 @@ use appfw_common::{
 use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramError, SockOps, SocketFilter,
-        TracePoint,
+        CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramError, RawTracePoint, SockOps,
+        SocketFilter, TracePoint,
     },
     Ebpf, EbpfError, EbpfLoader,
 };
 use thiserror::Error;
 
-use crate::system::{self, SystemError};
+use crate::{
+    btf::{self, Btf, BtfError},
+    identity,
+    system::{self, SystemError},
+};
 
 /// The object built from `appfw-ebpf`, embedded at build time.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/appfw-ebpf.o"));
@@ -33,6 +37,8 @@ pub enum BpfError {
     NoObject,
     #[error(transparent)]
     System(#[from] SystemError),
+    #[error("finding kernel struct offsets for the exec hook: {0}")]
+    Btf(#[from] BtfError),
     #[error("loading the eBPF object failed: {0}. appfw needs root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN) and a kernel with BPF and BTF")]
     Load(#[source] EbpfError),
     #[error("the eBPF object has no program {0}; it does not match this appfw build (rebuild with `cargo xtask build`)")]
@@ -107,6 +113,7 @@ pub struct Maps {
     pub settings: Array<MapData, u32>,
     pub proc_start: HashMap<MapData, u32, u64>,
     pub procs: HashMap<MapData, ProcKey, ProcRecord>,
+    pub exited: HashMap<MapData, ProcKey, ProcRecord>,
 }
 
 /// Loads the programs, attaches every hook, and returns the maps, the
@@ -118,6 +125,7 @@ pub fn load(opts: Options) -> Result<(Maps, Programs, Option<RingBuf<MapData>>),
     system::require_root()?;
     system::ensure_tracefs()?;
     let cgroup = system::cgroup2_root()?;
+    let offsets = kernel_offsets()?;
 
     let emit: u8 = opts.events.into();
     let level: u8 = if opts.kernel_debug {
@@ -132,6 +140,7 @@ pub fn load(opts: Options) -> Result<(Maps, Programs, Option<RingBuf<MapData>>),
         .btf(None)
         .override_global(names::FILTER_NETNS, &opts.netns, true)
         .override_global(names::EMIT_EVENTS, &emit, true)
+        .override_global(names::KERNEL_OFFSETS, &offsets, true)
         .override_global(aya_log::LEVEL, &level, true)
         .load(OBJECT)
         .map_err(BpfError::Load)?;
@@ -147,9 +156,7 @@ pub fn load(opts: Options) -> Result<(Maps, Programs, Option<RingBuf<MapData>>),
     // incarnation of their process.
     for (name, category, event) in [
         ("appfw_task_newtask", "task", "task_newtask"),
-        ("appfw_execve_enter", "syscalls", "sys_enter_execve"),
-        ("appfw_execveat_enter", "syscalls", "sys_enter_execveat"),
-        ("appfw_process_exec", "sched", "sched_process_exec"),
+        ("appfw_process_exit", "sched", "sched_process_exit"),
     ] {
         let prog: &mut TracePoint = program(&mut ebpf, name)?;
         prog.load().map_err(|source| BpfError::LoadProgram {
@@ -162,6 +169,23 @@ pub fn load(opts: Options) -> Result<(Maps, Programs, Option<RingBuf<MapData>>),
                 name,
                 target: format!("tracepoint {category}/{event}"),
                 hint: "is tracefs mounted and does the kernel have this tracepoint?",
+                reason: brief(&source),
+            })?;
+    }
+
+    {
+        let name = "appfw_process_exec";
+        let prog: &mut RawTracePoint = program(&mut ebpf, name)?;
+        prog.load().map_err(|source| BpfError::LoadProgram {
+            name,
+            hint: "raw tracepoint programs need Linux 4.17",
+            reason: brief(&source),
+        })?;
+        prog.attach("sched_process_exec")
+            .map_err(|source| BpfError::Attach {
+                name,
+                target: "raw tracepoint sched_process_exec".into(),
+                hint: "does the kernel have this tracepoint?",
                 reason: brief(&source),
             })?;
     }
@@ -208,6 +232,7 @@ pub fn load(opts: Options) -> Result<(Maps, Programs, Option<RingBuf<MapData>>),
         settings: take_map(&mut ebpf, names::SETTINGS)?,
         proc_start: take_map(&mut ebpf, names::PROC_START)?,
         procs: take_map(&mut ebpf, names::PROCS)?,
+        exited: take_map(&mut ebpf, names::EXITED)?,
     };
     let counters = take_map(&mut ebpf, names::COUNTERS)?;
     let events = if opts.events {
@@ -226,6 +251,28 @@ pub fn load(opts: Options) -> Result<(Maps, Programs, Option<RingBuf<MapData>>),
         },
         events,
     ))
+}
+
+/// Offsets of the kernel struct members the exec hook reads, from this
+/// kernel's BTF, and of `group_dead` in the exit tracepoint's record.
+/// Needs tracefs mounted.
+fn kernel_offsets() -> Result<appfw_common::KernelOffsets, BpfError> {
+    let btf = Btf::from_file(std::path::Path::new(btf::VMLINUX))?;
+    let mut offsets = identity::kernel_offsets(&btf)?;
+    let format = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .find_map(|dir| {
+            std::fs::read_to_string(format!("{dir}/events/sched/sched_process_exit/format")).ok()
+        });
+    offsets.exit_group_dead = format
+        .and_then(|f| identity::tracepoint_field_offset(&f, "group_dead"))
+        .unwrap_or(0);
+    log::debug!(
+        "kernel offsets: {:?}, sched_process_exit.group_dead {}",
+        identity::offset_values(&offsets),
+        offsets.exit_group_dead
+    );
+    Ok(offsets)
 }
 
 impl Programs {

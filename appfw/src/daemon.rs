@@ -100,6 +100,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         None
     };
     init_logging(&args);
+    for w in &config.warnings {
+        log::warn!("{w}");
+    }
     let result = serve(&args, mode, config, queue_num, sinks, ready.as_ref());
     if let Some(ready) = ready {
         match &result {
@@ -189,6 +192,11 @@ fn serve(
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
+        // Entries are files: one replaced (a package upgrade) is a new
+        // file, which the running policy would not know until a reload.
+        let mut recheck = tokio::time::interval(RECHECK_ENTRIES);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut running = config.clone();
         // SAFETY: the logger owns its ring buffer fd for as long as the
         // AsyncFd owns the logger.
         let mut kernel_log = match kernel_log {
@@ -212,7 +220,24 @@ fn serve(
                     queue_died = true;
                     break;
                 },
-                _ = hup.recv() => reload(args, mode, queue_num, &config, &handle),
+                _ = hup.recv() => {
+                    if let Some(new) = reload(args, mode, queue_num, &config, &running, &handle) {
+                        running = new;
+                    }
+                }
+                _ = recheck.tick() => {
+                    let mut next = running.clone();
+                    if next.refresh(&config::SystemFiles) {
+                        for w in &next.warnings {
+                            log::warn!("{w}");
+                        }
+                        let policy = Arc::new(Policy::new(mode, &next));
+                        if handle.send(Command::SetPolicy(policy)) {
+                            log::info!("a listed file changed (a package upgrade?): policy updated");
+                            running = next;
+                        }
+                    }
+                }
                 guard = async { kernel_log.as_mut().expect("guarded").readable_mut().await }, if kernel_log.is_some() => {
                     let mut guard = guard?;
                     guard.get_inner_mut().flush();
@@ -299,22 +324,33 @@ impl DropReporter {
     }
 }
 
+/// How often the files that entries name are checked for replacement.
+const RECHECK_ENTRIES: Duration = Duration::from_secs(10);
+
+/// Loads the configuration again; `started` is the one appfw started with
+/// (queue and fail mode stay), `running` the one in force. Returns the new
+/// one when it is in force.
 fn reload(
     args: &RunArgs,
     mode: Mode,
     queue_num: u16,
+    started: &Config,
     running: &Config,
     queue: &queue::QueueHandle,
-) {
-    match load_config(args, Some(running)) {
-        Ok(new) => {
+) -> Option<Config> {
+    match load_config(args, Some(started)) {
+        Ok(mut new) => {
+            new.inherit(running);
+            for w in &new.warnings {
+                log::warn!("{w}");
+            }
             if args.queue_num.is_none() && new.queue_num != queue_num {
                 log::warn!(
                     "queue-num changed to {}: that takes a restart; still using queue {queue_num}",
                     new.queue_num
                 );
             }
-            if new.fail != running.fail {
+            if new.fail != started.fail {
                 log::warn!("fail mode changed: that takes a restart");
             }
             let policy = Arc::new(Policy::new(mode, &new));
@@ -324,9 +360,14 @@ fn reload(
                     new.whitelist.len(),
                     new.blacklist.len()
                 );
+                return Some(new);
             }
+            None
         }
-        Err(e) => log::error!("reloading the configuration failed, keeping the running one: {e:#}"),
+        Err(e) => {
+            log::error!("reloading the configuration failed, keeping the running one: {e:#}");
+            None
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! netfilter: socket verdict? ................... netfilter.rs (chain), verdicts.rs
 //! NFQUEUE -> FlowKey, socket cookie ............ queue.rs, packet.rs
 //! socket / FlowKey -> owner (pid, exe, cmdline)  attribution/
+//! owner -> executed file (device, inode) ....... identity.rs (btf.rs: offsets)
 //! owner -> decision ............................ policy.rs
 //! decision -> socket verdict, packet verdict ... queue.rs, verdicts.rs
 //! verdict -> report line ....................... report.rs (log, trace file, syslog)
@@ -18,10 +19,12 @@
 
 pub mod attribution;
 pub mod bpf;
+pub mod btf;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod escape;
+pub mod identity;
 pub mod netfilter;
 pub mod packet;
 pub mod policy;

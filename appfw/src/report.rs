@@ -122,7 +122,15 @@ pub fn line(ev: &Event) -> Option<String> {
             "{who} pid={} ppid={} uid={} -> {verdict}. {t}",
             p.pid, p.ppid, p.uid
         )),
-        Reason::InWhitelist | Reason::NotInBlacklist | Reason::Unknown => None,
+        // A process whose executable could not be established: named by
+        // what little is known, and judged as unknown.
+        Reason::Unknown => Some(format!(
+            "unknown program '{}' pid={} uid={} (executable not identified) -> {verdict}. {t}",
+            escape(&p.command(COMMAND_WORDS)),
+            p.pid,
+            p.uid
+        )),
+        Reason::InWhitelist | Reason::NotInBlacklist => None,
     }
 }
 
@@ -400,6 +408,26 @@ mod tests {
         assert_eq!(
             line(&ev).unwrap(),
             "unknown program (packet not understood: an IP fragment) -> DROP. ('tcp', '198.51.100.1', 1, '198.51.100.2', 80)"
+        );
+    }
+
+    #[test]
+    fn process_without_executable_is_reported_as_unknown() {
+        let key = FlowKey::v4(1, PROTO_TCP, [198, 51, 100, 1], 1, [198, 51, 100, 2], 80);
+        let mut p = Process::example("/usr/bin/curl", &[]);
+        p.exe = None;
+        p.exe_id = None;
+        p.comm = "cu'rl".into();
+        let l = line(&event(
+            Some(Arc::new(p)),
+            Verdict::Block(Action::Drop),
+            Reason::Unknown,
+            key,
+        ))
+        .unwrap();
+        assert_eq!(
+            l,
+            "unknown program 'cu\\'rl' pid=4490 uid=0 (executable not identified) -> DROP. ('tcp', '198.51.100.1', 1, '198.51.100.2', 80)"
         );
     }
 

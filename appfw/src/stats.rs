@@ -116,7 +116,7 @@ impl fmt::Display for QueueStats {
         for s in Source::ALL {
             write!(f, " {} {}", s.name(), self.attribution.get(s))?;
         }
-        Ok(())
+        write!(f, "; process records missing {}", self.attribution.1)
     }
 }
 

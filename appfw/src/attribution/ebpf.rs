@@ -23,6 +23,10 @@ impl OwnerStore for Maps {
     }
 
     fn process(&self, key: &ProcKey) -> Option<ProcRecord> {
-        self.procs.get(key, 0).ok()
+        // Live first; a process that exited has its record moved.
+        self.procs
+            .get(key, 0)
+            .or_else(|_| self.exited.get(key, 0))
+            .ok()
     }
 }

@@ -165,9 +165,9 @@ pub enum Mode {
     ProcfsOnly,
 }
 
-/// Per-path counts.
+/// Per-path counts, and owners whose kernel process record was missing.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Counts(pub [u64; 6]);
+pub struct Counts(pub [u64; 6], pub u64);
 
 impl Counts {
     pub fn get(&self, s: Source) -> u64 {
@@ -201,7 +201,7 @@ impl<S: OwnerStore, T: SocketTables> Attributor<S, T> {
     }
 
     pub fn counts(&self) -> Counts {
-        self.counts
+        Counts(self.counts.0, self.processes.records_missing())
     }
 
     pub fn store(&self) -> &S {
@@ -397,22 +397,35 @@ pub(crate) mod tests {
         }
     }
 
+    /// The kernel device of [`record`]s: 0:7 in `stat`'s terms.
+    pub const RECORD_DEV: u32 = 7;
+
+    /// An exec record of `filename`, whose inode is the
+    /// [`crate::identity::test_id`] one of `filename`.
     pub fn record(start_ns: u64, ppid: u32, filename: &str, args: &[&str]) -> ProcRecord {
-        use appfw_common::owner::{ARG_LEN, ARG_SLOTS, FILENAME_LEN};
+        use appfw_common::owner::{exe_source, ARGS_LEN, FILENAME_LEN};
         let mut rec = ProcRecord {
             start_ns,
+            ino: crate::identity::test_id(filename).ino,
             ppid,
-            argc: args.len().min(ARG_SLOTS) as u32,
+            dev: RECORD_DEV,
+            args_len: 0,
             args_truncated: 0,
-            _pad: [0; 7],
+            exe_source: exe_source::EXEC,
+            _pad: [0; 2],
             filename: [0; FILENAME_LEN],
-            args: [[0; ARG_LEN]; ARG_SLOTS],
+            args: [0; ARGS_LEN],
         };
         rec.filename[..filename.len()].copy_from_slice(filename.as_bytes());
-        for (slot, a) in rec.args.iter_mut().zip(args) {
-            slot[..a.len()].copy_from_slice(a.as_bytes());
-        }
+        let joined: Vec<u8> = args.iter().flat_map(|a| a.bytes().chain([0])).collect();
+        rec.args[..joined.len()].copy_from_slice(&joined);
+        rec.args_len = joined.len() as u32;
         rec
+    }
+
+    /// What the daemon makes of [`record`]'s identity.
+    pub fn record_id(filename: &str) -> crate::identity::FileId {
+        crate::identity::FileId::from_kernel(RECORD_DEV, crate::identity::test_id(filename).ino)
     }
 
     fn key(proto: u8, saddr: [u8; 4]) -> FlowKey {
@@ -437,7 +450,13 @@ pub(crate) mod tests {
         let got = a.attribute(&k, None);
         assert_eq!(got.source, Source::Ebpf);
         let p = got.process.unwrap();
-        assert_eq!(p.exe.as_deref(), Some("/nonexistent/nc"));
+        assert_eq!(p.exe_id, Some(record_id("/nonexistent/nc")));
+        assert_eq!(p.strength, crate::identity::Strength::Kernel);
+        // The path is not that file here: shown with the identity.
+        assert_eq!(
+            p.exe.as_deref(),
+            Some(format!("/nonexistent/nc ({})", record_id("/nonexistent/nc")).as_str())
+        );
         assert_eq!(p.args, vec!["nc", "198.51.100.2"]);
         assert_eq!(p.ppid, 1);
         assert_eq!(p.origin, ProcessOrigin::ExecRecord);
@@ -566,7 +585,7 @@ pub(crate) mod tests {
         );
         let mut a = attributor(store);
         let p = a.attribute(&k, None).process.unwrap();
-        assert_eq!(p.exe.as_deref(), Some("/nonexistent/old"));
+        assert_eq!(p.exe_id, Some(record_id("/nonexistent/old")));
     }
 
     #[test]
@@ -577,6 +596,8 @@ pub(crate) mod tests {
         let mut a = attributor(store);
         let p = a.attribute(&k, None).process.unwrap();
         assert_eq!(p.exe, None);
+        assert_eq!(p.exe_id, None, "a thread name is no identity");
+        assert_eq!(p.strength, crate::identity::Strength::None);
         assert_eq!(p.comm, "test");
         assert_eq!(p.origin, ProcessOrigin::Comm);
     }
@@ -600,5 +621,75 @@ pub(crate) mod tests {
         a.store().procs.borrow_mut().clear();
         let p2 = a.attribute(&k2, None).process.unwrap();
         assert!(Arc::ptr_eq(&p1, &p2));
+    }
+
+    #[test]
+    fn exited_process_is_named_as_it_was_alive_and_missing_records_are_counted() {
+        // The pid's start entry is gone (deleted at exit); the record is
+        // still found by incarnation, and names a script by its
+        // interpreter with the script in the command.
+        let mut store = MemStore::default();
+        let k = key(PROTO_UDP, [198, 51, 100, 1]);
+        store.flows.insert(k, owner(GONE, 100, 150));
+        store.now = 200;
+        store.procs.borrow_mut().insert(
+            ProcKey::new(GONE, 100),
+            record(
+                100,
+                1,
+                "/usr/bin/python3",
+                &["/usr/bin/python3", "./send.py"],
+            ),
+        );
+        let mut k2 = k;
+        k2.sport += 1;
+        store.flows.insert(k2, owner(GONE - 3, 300, 350));
+        let mut a = attributor(store);
+        let p = a.attribute(&k, None).process.unwrap();
+        assert_eq!(p.exe_id, Some(record_id("/usr/bin/python3")));
+        assert_eq!(p.command(2), "/usr/bin/python3 ./send.py");
+        assert_eq!(a.counts().1, 0);
+        // An incarnation appfw saw start whose record is gone: unknown,
+        // and counted.
+        let p = a.attribute(&k2, None).process.unwrap();
+        assert_eq!(p.exe_id, None);
+        assert_eq!(a.counts().1, 1);
+    }
+
+    #[test]
+    fn owner_of_unknown_start_is_not_named_by_a_newer_incarnation() {
+        // The socket's process predates appfw (start 0); the pid now
+        // belongs to a process appfw saw start. Neither its record nor
+        // /proc may name the old owner.
+        let mut store = MemStore::default();
+        let k = key(6, [198, 51, 100, 1]);
+        store.flows.insert(k, owner(GONE, 0, 150));
+        store.starts.insert(GONE, 500);
+        store.procs.borrow_mut().insert(
+            ProcKey::new(GONE, 500),
+            record(500, 1, "/nonexistent/new", &["new"]),
+        );
+        let mut a = attributor(store);
+        let p = a.attribute(&k, None).process.unwrap();
+        assert_eq!(p.exe_id, None, "{p:?}");
+        assert_eq!(p.origin, ProcessOrigin::Comm);
+    }
+
+    #[test]
+    fn record_without_identity_is_not_an_identity() {
+        // A fork record of a parent whose executable could not be read,
+        // and the pid no longer that process: unknown.
+        let mut store = MemStore::default();
+        let k = key(6, [198, 51, 100, 1]);
+        store.flows.insert(k, owner(GONE, 100, 150));
+        let mut rec = record(100, 1, "", &[]);
+        rec.exe_source = appfw_common::owner::exe_source::NONE;
+        store
+            .procs
+            .borrow_mut()
+            .insert(ProcKey::new(GONE, 100), rec);
+        let mut a = attributor(store);
+        let p = a.attribute(&k, None).process.unwrap();
+        assert_eq!(p.exe_id, None);
     }
 }

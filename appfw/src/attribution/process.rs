@@ -12,40 +12,39 @@ use std::{
 };
 
 use appfw_common::{
-    owner::{ARG_LEN, ARG_SLOTS},
+    owner::{ARGS_LEN, ARG_WORDS},
     Owner, ProcKey, ProcRecord,
 };
 
 use super::{deadline, OwnerStore};
-use crate::system;
+use crate::{
+    identity::{self, FileId, Strength},
+    system,
+};
 
-/// How long the queue thread waits for a /proc read (normally tens of
-/// microseconds); later, the process is named from the kernel's records.
+/// How long the queue thread waits for a /proc read or a path resolution
+/// (normally tens of microseconds); later, the answer is unknown. A user
+/// can stall both: its /proc/PID/cmdline by holding its mmap lock, a path
+/// through a FUSE mount it owns.
 const PROC_DEADLINE: Duration = Duration::from_millis(50);
 
 thread_local! {
-    // /proc/PID/stat and exe, and path resolution, apart from cmdline: a
-    // process that stalls its cmdline still gets its executable named.
-    static META: RefCell<deadline::Pool> =
-        const { RefCell::new(deadline::Pool::new("reading /proc/PID/stat and exe", 4)) };
-    static CMDLINE: RefCell<deadline::Pool> =
-        const { RefCell::new(deadline::Pool::new("reading /proc/PID/cmdline", 4)) };
+    // Reads run on these workers, off the queue thread: a stuck one stalls
+    // no later packet (see `deadline`).
+    static PROC: RefCell<deadline::Pool> =
+        const { RefCell::new(deadline::Pool::new("reading /proc/PID", 4)) };
+    static PATHS: RefCell<deadline::Pool> =
+        const { RefCell::new(deadline::Pool::new("resolving an executable's path", 4)) };
 }
-
-/// What is kept of a command line, as the kernel's exec record keeps it:
-/// the first words, each cut to this many bytes.
-pub const MAX_ARGS: usize = ARG_SLOTS;
-pub const MAX_ARG_BYTES: usize = ARG_LEN - 1;
-/// Bytes of /proc/PID/cmdline read at most.
-const CMDLINE_READ: u64 = 16 * 1024;
 
 /// Where a [`Process`]'s description came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProcessOrigin {
-    /// /proc/PID, read while the process lived.
+    /// /proc/PID, read while the process lived (it started before appfw,
+    /// or the kernel has no record of it).
     Proc,
-    /// The kernel's fork/exec record (the process had exited or its pid
-    /// had been reused). argv is truncated to a few words.
+    /// The kernel's fork/exec record, alive or exited: what was executed,
+    /// and argv as it was at exec.
     ExecRecord,
     /// Only the thread name the socket hook saw.
     Comm,
@@ -56,11 +55,14 @@ pub struct Process {
     pub pid: u32,
     pub ppid: u32,
     pub uid: u32,
-    /// Absolute path of the executable, symlinks resolved when known.
+    /// The executable's path, for display (see [`identity::display_path`]).
     pub exe: Option<String>,
-    /// argv.
+    /// The executed file; `None`: unknown, never matches a list entry.
+    pub exe_id: Option<FileId>,
+    pub strength: Strength,
+    /// argv (at most [`ARG_WORDS`] words of [`ARGS_LEN`] bytes in all).
     pub args: Vec<String>,
-    /// The kernel's `comm` (at most 15 bytes).
+    /// The kernel's `comm` (at most 15 bytes); shown, never matched.
     pub comm: String,
     pub origin: ProcessOrigin,
 }
@@ -73,6 +75,8 @@ impl Process {
             ppid: 0,
             uid,
             exe: None,
+            exe_id: None,
+            strength: Strength::None,
             args: Vec::new(),
             comm,
             origin: ProcessOrigin::Comm,
@@ -102,13 +106,15 @@ impl Process {
 #[cfg(test)]
 impl Process {
     /// A live process for unit tests: pid 4490, parent 2817, uid 0, comm
-    /// from the executable's name.
+    /// from the executable's name, identity [`identity::test_id`] of `exe`.
     pub(crate) fn example(exe: &str, args: &[&str]) -> Process {
         Process {
             pid: 4490,
             ppid: 2817,
             uid: 0,
             exe: Some(exe.into()),
+            exe_id: Some(identity::test_id(exe)),
+            strength: Strength::Kernel,
             args: args.iter().map(|a| a.to_string()).collect(),
             comm: exe
                 .rsplit('/')
@@ -117,21 +123,15 @@ impl Process {
                 .chars()
                 .take(15)
                 .collect(),
-            origin: ProcessOrigin::Proc,
+            origin: ProcessOrigin::ExecRecord,
         }
     }
 }
 
-/// Bounded in entries and bytes: when full it is emptied, and live
-/// processes are read again.
+/// Bounded in entries and bytes: when full it is emptied, and processes
+/// are named again.
 const CACHE_CAPACITY: usize = 8192;
 const CACHE_BYTES: usize = 4 << 20;
-
-pub struct ProcessCache {
-    map: HashMap<(u32, u64), Arc<Process>>,
-    bytes: usize,
-    ticks_ns: u64,
-}
 
 /// Roughly what a cached process costs in memory.
 fn cost(p: &Process) -> usize {
@@ -143,6 +143,15 @@ fn cost(p: &Process) -> usize {
             .iter()
             .map(|a| a.capacity() + std::mem::size_of::<String>())
             .sum::<usize>()
+}
+
+pub struct ProcessCache {
+    map: HashMap<(u32, u64), Arc<Process>>,
+    bytes: usize,
+    ticks_ns: u64,
+    /// Owners of an incarnation appfw saw start whose record was gone
+    /// (evicted from the exited map, or never stored: map full).
+    records_missing: u64,
 }
 
 impl Default for ProcessCache {
@@ -157,6 +166,7 @@ impl ProcessCache {
             map: HashMap::with_capacity(CACHE_CAPACITY),
             bytes: 0,
             ticks_ns: 1_000_000_000 / system::clock_ticks(),
+            records_missing: 0,
         }
     }
 
@@ -176,7 +186,7 @@ impl ProcessCache {
     /// at that pid now.
     pub fn resolve_live(&mut self, pid: u32, uid: u32) -> Arc<Process> {
         match read_proc(pid, uid) {
-            Some((p, _, _)) => Arc::new(p),
+            Some((p, _)) => Arc::new(p),
             None => Arc::new(Process::unnamed(pid, uid, String::new())),
         }
     }
@@ -193,7 +203,11 @@ impl ProcessCache {
         }
     }
 
-    fn describe(&self, owner: &Owner, store: &impl OwnerStore) -> Process {
+    pub fn records_missing(&self) -> u64 {
+        self.records_missing
+    }
+
+    fn describe(&mut self, owner: &Owner, store: &impl OwnerStore) -> Process {
         let current = store.process_start(owner.pid);
         // Does this pid still belong to the incarnation that owned the
         // socket? Known exactly for processes appfw saw start; for older
@@ -202,44 +216,35 @@ impl ProcessCache {
             Some(c) => c == owner.start_ns,
             None => owner.start_ns == 0,
         };
-        let record = || store.process(&ProcKey::new(owner.pid, owner.start_ns));
+        // A record is keyed by its incarnation, so it is never another
+        // process's; one with start 0 does not exist.
+        let record = (owner.start_ns != 0)
+            .then(|| store.process(&ProcKey::new(owner.pid, owner.start_ns)))
+            .flatten();
+        match &record {
+            Some(rec) => {
+                if let Some(id) = FileId::of_record(rec) {
+                    return from_record(owner, rec, id, same);
+                }
+            }
+            None if owner.start_ns != 0 => self.records_missing += 1,
+            None => {}
+        }
+        // No kernel identity: /proc, only while the pid is that process.
         if same {
-            if let Some((mut live, start_ns, args_read)) = read_proc(owner.pid, owner.uid) {
+            if let Some((mut live, start_ticks)) = read_proc(owner.pid, owner.uid) {
                 // Re-check after reading: the process may have exited and
                 // its pid been reused meanwhile. /proc's start time has
                 // clock-tick resolution, rounded down, so a process that
                 // began after the socket was recorded cannot pass.
                 let reused = store.process_start(owner.pid) != current
-                    || start_ns.saturating_mul(self.ticks_ns) > owner.ktime_ns;
+                    || start_ticks.saturating_mul(self.ticks_ns) > owner.ktime_ns;
                 if !reused {
-                    if live.ppid == 0 {
-                        live.ppid = record().map(|r| r.ppid).unwrap_or(0);
-                    }
-                    if !args_read {
-                        live.args = record().map(|r| record_args(&r)).unwrap_or_default();
+                    if let Some(rec) = &record {
+                        live.ppid = rec.ppid;
                     }
                     live.comm = comm(owner);
                     return live;
-                }
-            }
-        }
-        if owner.start_ns != 0 {
-            if let Some(rec) = record() {
-                if rec.filename[0] != 0 {
-                    return from_record(owner, &rec);
-                }
-                // Forked but never exec'd under appfw's eyes: the parent's
-                // executable, if the parent still runs.
-                if let Some((parent, _, _)) = read_proc(rec.ppid, owner.uid) {
-                    return Process {
-                        pid: owner.pid,
-                        ppid: rec.ppid,
-                        uid: owner.uid,
-                        exe: parent.exe,
-                        args: Vec::new(),
-                        comm: comm(owner),
-                        origin: ProcessOrigin::ExecRecord,
-                    };
                 }
             }
         }
@@ -256,101 +261,87 @@ fn c_str(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
-fn from_record(owner: &Owner, rec: &ProcRecord) -> Process {
-    let filename = c_str(&rec.filename);
-    // execve got the path as the caller wrote it; /proc/PID/exe would show
-    // it with symlinks resolved, so resolve it the same way.
-    // Resolving walks a path a user chose (a FUSE mount could stall it).
-    let exe = if filename.starts_with('/') {
-        let path = filename.clone();
-        deadline::run(&META, PROC_DEADLINE, move || fs::canonicalize(path))
-            .and_then(Result::ok)
-            .and_then(|p| p.to_str().map(str::to_owned))
-            .unwrap_or(filename)
-    } else {
-        filename
-    };
+/// A process named by its kernel record. `alive`: the pid still is this
+/// incarnation (then /proc/PID/exe may name a record made at fork, which
+/// has no path).
+fn from_record(owner: &Owner, rec: &ProcRecord, id: FileId, alive: bool) -> Process {
+    let mut path = c_str(&rec.filename);
+    if path.is_empty() && alive {
+        let pid = owner.pid;
+        path = deadline::run(&PROC, PROC_DEADLINE, move || {
+            fs::read_link(format!("/proc/{pid}/exe"))
+                .map(|p| exe_text(&p))
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    }
+    let len = (rec.args_len as usize).min(rec.args.len());
     Process {
         pid: owner.pid,
         ppid: rec.ppid,
         uid: owner.uid,
-        exe: Some(exe),
-        args: record_args(rec),
+        exe: Some(display_path(path, id)),
+        exe_id: Some(id),
+        strength: Strength::Kernel,
+        args: identity::split_args(&rec.args[..len], ARG_WORDS),
         comm: comm(owner),
         origin: ProcessOrigin::ExecRecord,
     }
 }
 
-fn record_args(rec: &ProcRecord) -> Vec<String> {
-    let argc = (rec.argc as usize).min(rec.args.len());
-    rec.args[..argc].iter().map(|a| c_str(a)).collect()
+/// Reads /proc/PID: the description and the start time in clock ticks.
+/// `None` when the process is gone, or a zombie: an exited process that
+/// is not reaped yet still has /proc/PID, but no executable. The
+/// executable is `stat("/proc/PID/exe")`: the magic link leads to the file
+/// itself, whatever the process's mount namespace makes its path say.
+fn read_proc(pid: u32, uid: u32) -> Option<(Process, u64)> {
+    deadline::run(&PROC, PROC_DEADLINE, move || read_proc_now(pid, uid)).flatten()
 }
 
-/// Reads /proc/PID: the description, the start time in clock ticks, and
-/// whether the command line was read. Each read runs with a deadline off
-/// this thread. `None` when the process is gone, a zombie (an exited
-/// process not reaped yet has /proc/PID but no executable), or too slow.
-fn read_proc(pid: u32, uid: u32) -> Option<(Process, u64, bool)> {
-    let (exe, ppid, comm, start) = deadline::run(&META, PROC_DEADLINE, move || {
-        let proc = procfs::process::Process::new(pid as i32).ok()?;
-        let stat = proc.stat().ok()?;
-        let exe = exe_text(&proc.exe().ok()?);
-        Some((exe, stat.ppid, stat.comm, stat.starttime))
-    })??;
-    let args = deadline::run(&CMDLINE, PROC_DEADLINE, move || read_cmdline(pid));
-    let args_read = args.is_some();
+/// The display path of `id` (resolving `path` walks directories a user may
+/// control), with a deadline.
+fn display_path(path: String, id: FileId) -> String {
+    let shown = path.clone();
+    deadline::run(&PATHS, PROC_DEADLINE, move || {
+        identity::display_path(&path, id)
+    })
+    .unwrap_or_else(|| format!("{} ({id})", if shown.is_empty() { "?" } else { &shown }))
+}
+
+fn read_proc_now(pid: u32, uid: u32) -> Option<(Process, u64)> {
+    let proc = procfs::process::Process::new(pid as i32).ok()?;
+    let stat = proc.stat().ok()?;
+    let exe_link = format!("/proc/{pid}/exe");
+    let id = FileId::of_path(Path::new(&exe_link)).ok()?;
+    let path = fs::read_link(&exe_link)
+        .map(|p| exe_text(&p))
+        .unwrap_or_default();
+    // As much as the kernel record keeps, and no more.
+    let mut cmdline = Vec::new();
+    if let Ok(f) = fs::File::open(format!("/proc/{pid}/cmdline")) {
+        let _ = f.take(ARGS_LEN as u64).read_to_end(&mut cmdline);
+    }
+    // The same process throughout? Its start time would differ otherwise.
+    if proc.stat().ok()?.starttime != stat.starttime {
+        return None;
+    }
     Some((
         Process {
             pid,
-            ppid: u32::try_from(ppid).unwrap_or(0),
+            ppid: u32::try_from(stat.ppid).unwrap_or(0),
             uid,
-            exe: Some(exe),
-            args: args.unwrap_or_default(),
-            comm,
+            exe: Some(identity::display_path(&path, id)),
+            exe_id: Some(id),
+            strength: Strength::Proc,
+            args: identity::split_args(&cmdline, ARG_WORDS),
+            comm: stat.comm,
             origin: ProcessOrigin::Proc,
         },
-        start,
-        args_read,
+        stat.starttime,
     ))
 }
 
-/// The first [`MAX_ARGS`] words of /proc/PID/cmdline, each cut to
-/// [`MAX_ARG_BYTES`]; an unreadable file is an empty command line.
-fn read_cmdline(pid: u32) -> Vec<String> {
-    let mut bytes = Vec::new();
-    let read = fs::File::open(format!("/proc/{pid}/cmdline"))
-        .and_then(|f| f.take(CMDLINE_READ).read_to_end(&mut bytes));
-    match read {
-        Ok(_) => split_cmdline(&bytes),
-        Err(_) => Vec::new(),
-    }
-}
-
-/// NUL-separated words -> at most [`MAX_ARGS`] words of at most
-/// [`MAX_ARG_BYTES`] bytes (cut on a character boundary).
-pub fn split_cmdline(bytes: &[u8]) -> Vec<String> {
-    let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
-    if bytes.is_empty() {
-        return Vec::new();
-    }
-    bytes
-        .split(|&b| b == 0)
-        .take(MAX_ARGS)
-        .map(|w| {
-            let mut s = String::from_utf8_lossy(&w[..w.len().min(MAX_ARG_BYTES + 3)]).into_owned();
-            let mut end = s.len().min(MAX_ARG_BYTES);
-            while !s.is_char_boundary(end) {
-                end -= 1;
-            }
-            s.truncate(end);
-            s.shrink_to_fit();
-            s
-        })
-        .collect()
-}
-
-/// /proc/PID/exe of a replaced or deleted binary ends in " (deleted)"; the
-/// path is still the one a policy names.
+/// /proc/PID/exe of a replaced or deleted binary ends in " (deleted)".
 fn exe_text(p: &Path) -> String {
     let s = p.to_string_lossy();
     s.strip_suffix(" (deleted)").unwrap_or(&s).to_owned()
@@ -361,35 +352,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn command_lines_are_capped_in_words_and_bytes() {
-        assert_eq!(
-            split_cmdline(b"curl\0-sS\0http://x/\0"),
-            ["curl", "-sS", "http://x/"]
-        );
-        assert!(split_cmdline(b"").is_empty());
-        let mut long = Vec::new();
-        for _ in 0..1000 {
-            long.extend_from_slice(&[b'a'; 5000]);
-            long.push(0);
-        }
-        let args = split_cmdline(&long);
-        assert_eq!(args.len(), MAX_ARGS);
-        assert!(args.iter().all(|a| a.len() == MAX_ARG_BYTES));
-        // Cut on a character boundary: 62 'x' then a 2-byte character.
-        let mut w = vec![b'x'; 62];
-        w.extend_from_slice("é".as_bytes());
-        assert_eq!(split_cmdline(&w), ["x".repeat(62)]);
-        // Invalid UTF-8 is replaced, still within the cap.
-        assert!(split_cmdline(&[0xff; 200])[0].len() <= MAX_ARG_BYTES);
-    }
-
-    #[test]
     fn own_process_is_read_with_a_capped_command_line() {
-        let (p, _, args_read) = read_proc(std::process::id(), 0).expect("this process");
-        assert!(args_read);
+        let (p, _) = read_proc(std::process::id(), 0).expect("this process");
         assert!(p.exe.as_deref().is_some_and(|e| e.starts_with('/')));
-        assert!(!p.args.is_empty() && p.args.len() <= MAX_ARGS);
-        assert!(p.args.iter().all(|a| a.len() <= MAX_ARG_BYTES));
+        assert_eq!(p.strength, Strength::Proc);
+        assert!(p.exe_id.is_some());
+        assert!(!p.args.is_empty() && p.args.len() <= ARG_WORDS);
+        assert!(p.args.iter().map(String::len).sum::<usize>() <= ARGS_LEN);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::{sync::Arc, time::Duration};
 use appfw::{
     attribution::{Attributor, Mode, Process, Source},
     bpf,
+    identity::{FileId, Strength},
 };
 
 use crate::testbed::*;
@@ -86,6 +87,12 @@ fn assert_attributed(o: &Outcome, sources: &[Source]) {
         p.exe.as_deref(),
         Some(python_exe().as_str()),
         "wrong executable: {p:?}"
+    );
+    // The identity is the file itself, not only a path that names it.
+    assert_eq!(
+        p.exe_id,
+        Some(FileId::of_path(std::path::Path::new(python())).unwrap()),
+        "wrong executable identity: {p:?}"
     );
 }
 
@@ -278,4 +285,83 @@ fn procfs_fallback_alone() {
         assert_eq!(o.source, Source::Unknown, "{mode}: {:?}", o.process);
         assert!(o.process.is_none(), "{mode}: {:?}", o.process);
     }
+}
+
+/// A process that started before appfw loaded has no kernel record: it is
+/// named through /proc, its executable by stat("/proc/PID/exe").
+#[test]
+fn process_older_than_appfw_is_named_through_proc() {
+    let mut bed = Bed::new();
+    bed.serve();
+    let waiting = bed.client_waiting("tcp", SERVER_V4, HTTP_PORT);
+    // Make sure it runs python before the programs load.
+    std::thread::sleep(Duration::from_millis(300));
+    let (o, strength, origin) = bed.in_client_ns(|| {
+        let mut a = Attributor::new(load(), Mode::Ebpf);
+        let mut client = waiting.go();
+        let got = a.attribute(&client.flow_key(), None);
+        let pid = client.report.pid;
+        client.finish();
+        let p = got.process.clone();
+        (
+            Outcome {
+                source: got.source,
+                process: got.process,
+                pid,
+                parent: None,
+            },
+            p.as_ref().map(|p| p.strength),
+            p.as_ref().map(|p| p.origin),
+        )
+    });
+    assert_attributed(&o, &[Source::Ebpf]);
+    assert_eq!(strength, Some(Strength::Proc));
+    assert_eq!(origin, Some(appfw::attribution::ProcessOrigin::Proc));
+}
+
+/// Records of live processes are not evicted by many short-lived ones:
+/// they are deleted at exit, and exited ones go to a map of their own.
+#[test]
+fn flood_of_short_lived_processes_does_not_evict_a_live_one() {
+    use appfw_common::maps::EXITED_CAPACITY;
+    let mut bed = Bed::new();
+    bed.serve();
+    let (o, strength) = bed.in_client_ns(|| {
+        let mut a = Attributor::new(load(), Mode::Ebpf);
+        let mut client = bed.client("tcp", SERVER_V4, HTTP_PORT);
+        let key = client.flow_key();
+        // More processes than the exited map holds, and than the single
+        // LRU map of every process that appfw had before (8192).
+        let n = 2 * EXITED_CAPACITY + 1000;
+        let out = std::process::Command::new("/usr/bin/bash")
+            .args([
+                "-c",
+                &format!("for ((i = 0; i < {n}; i++)); do /bin/true; done"),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let got = a.attribute(&key, None);
+        let pid = client.report.pid;
+        client.finish();
+        let strength = got.process.as_ref().map(|p| (p.strength, p.origin));
+        (
+            Outcome {
+                source: got.source,
+                process: got.process,
+                pid,
+                parent: None,
+            },
+            strength,
+        )
+    });
+    assert_attributed(&o, &[Source::Ebpf]);
+    assert_eq!(
+        strength,
+        Some((
+            Strength::Kernel,
+            appfw::attribution::ProcessOrigin::ExecRecord
+        )),
+        "the live process's kernel record is gone"
+    );
 }

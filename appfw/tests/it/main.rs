@@ -6,6 +6,7 @@
 mod attribution;
 mod cli;
 mod enforcement;
+mod identity;
 mod logging;
 mod mounts;
 mod netns;

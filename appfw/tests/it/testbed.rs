@@ -279,22 +279,38 @@ while True:
         if let Some(s) = sport {
             cmd.arg(s.to_string());
         }
-        let mut child = cmd
+        let child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .expect("starting the test client");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let report: Report = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("client {mode} reported {line:?}: {e}"));
-        let stdin = child.stdin.take();
-        Client {
-            child,
-            stdin,
-            report,
+        client_of(mode, child)
+    }
+
+    /// Starts the client program now, but it opens its socket only at
+    /// [`Waiting::go`]: a process older than what is loaded in between.
+    pub fn client_waiting(&self, mode: &str, host: &str, port: u16) -> Waiting {
+        let wait_then_run = "import sys\n\
+            src = sys.argv.pop(1)\n\
+            sys.stdin.readline()\n\
+            exec(compile(src, 'client.py', 'exec'))\n";
+        let child = self
+            .in_client(python())
+            .args([
+                "-c",
+                wait_then_run,
+                CLIENT_PY,
+                mode,
+                host,
+                &port.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting the test client");
+        Waiting {
+            child: Some(child),
+            mode: mode.to_owned(),
         }
     }
 
@@ -323,6 +339,52 @@ while True:
     /// Keeps a process started in the bed; it is killed on drop.
     pub fn adopt(&mut self, child: Child) {
         self.children.push(child);
+    }
+}
+
+/// The client `child` of `mode`, once it reported its socket.
+fn client_of(mode: &str, mut child: Child) -> Client {
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let report: Report = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("client {mode} reported {line:?}: {e}"));
+    let stdin = child.stdin.take();
+    Client {
+        child,
+        stdin,
+        report,
+    }
+}
+
+/// A client started by [`Bed::client_waiting`] that has not opened its
+/// socket yet; killed on drop.
+pub struct Waiting {
+    child: Option<Child>,
+    mode: String,
+}
+
+impl Waiting {
+    /// Lets it open its socket, and waits for its report.
+    pub fn go(mut self) -> Client {
+        let mut child = self.child.take().unwrap();
+        child
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(b"go\n")
+            .expect("telling the waiting client to go");
+        client_of(&self.mode, child)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 

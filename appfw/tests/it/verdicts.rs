@@ -149,7 +149,8 @@ fn command_prefix_entry_matches_first_words() {
     let mut bed = Bed::new();
     bed.serve();
     // python_get runs `/usr/bin/python3 -c ...`: "python3 -c" matches it
-    // (first word against argv[0]'s file name), curl stays untouched.
+    // (the first word names /usr/bin/python3 -> python3.11 through the
+    // system's PATH, whatever PATH appfw got), curl stays untouched.
     let d = Daemon::start(
         &bed,
         &["-b"],

@@ -366,6 +366,10 @@ fn flood_overflowing_the_queue_lets_no_blocked_packet_through() {
     );
     assert!(tries >= 5, "curl ran only {tries} times");
     let dropped = queue_dropped + user_dropped;
+    eprintln!(
+        "flood: {id_sequence} packets queued, {queue_dropped} dropped over the queue length, \
+         {user_dropped} over the receive buffer; curl tried {tries} times"
+    );
     assert!(
         dropped > 0,
         "the flood did not fill the queue ({id_sequence} packets queued): the test proves nothing"

@@ -393,6 +393,44 @@ mod tests {
     }
 
     #[test]
+    fn a_stalled_command_line_is_named_from_the_exec_record() {
+        use crate::attribution::tests::{owner, record, MemStore};
+        // Every cmdline worker of this thread stuck in a fake slow read
+        // (each test runs on its own thread, with its own pools).
+        for _ in 0..4 {
+            let late = deadline::run(&CMDLINE, Duration::from_millis(10), || {
+                std::thread::sleep(Duration::from_secs(3))
+            });
+            assert!(late.is_none());
+        }
+        let start = std::time::Instant::now();
+        let (p, _, args_read) = read_proc(std::process::id(), 0).expect("this process");
+        assert!(
+            start.elapsed() < PROC_DEADLINE,
+            "a stuck pool must answer at once"
+        );
+        assert!(!args_read && p.args.is_empty());
+        assert!(p.exe.is_some(), "the executable is still read");
+
+        let pid = std::process::id();
+        let mut store = MemStore::default();
+        store.starts.insert(pid, 100);
+        store.procs.borrow_mut().insert(
+            ProcKey::new(pid, 100),
+            record(100, 1, "/nonexistent/recorded", &["recorded", "argv"]),
+        );
+        let o = owner(pid, 100, u64::MAX / 2);
+        let p = ProcessCache::new().resolve(&o, &store);
+        assert_eq!(p.origin, ProcessOrigin::Proc);
+        assert_ne!(p.exe.as_deref(), Some("/nonexistent/recorded"));
+        assert_eq!(
+            p.args,
+            ["recorded", "argv"],
+            "argv from the kernel's exec record"
+        );
+    }
+
+    #[test]
     fn cache_is_bounded_by_bytes() {
         let mut cache = ProcessCache::new();
         let big = |pid: u32| {

@@ -287,7 +287,7 @@ fn record_args(rec: &ProcRecord) -> Vec<String> {
 }
 
 /// Reads /proc/PID: the description, the start time in clock ticks, and
-/// whether the command line was read. Each read runs with a deadline off
+/// whether a command line was read. Each read runs with a deadline off
 /// this thread. `None` when the process is gone, a zombie (an exited
 /// process not reaped yet has /proc/PID but no executable), or too slow.
 fn read_proc(pid: u32, uid: u32) -> Option<(Process, u64, bool)> {
@@ -297,7 +297,11 @@ fn read_proc(pid: u32, uid: u32) -> Option<(Process, u64, bool)> {
         let exe = exe_text(&proc.exe().ok()?);
         Some((exe, stat.ppid, stat.comm, stat.starttime))
     })??;
-    let args = deadline::run(&CMDLINE, PROC_DEADLINE, move || read_cmdline(pid));
+    // Empty when the process exited after its executable was read (a
+    // sender that quits at once) or blanked its argv: the exec record has
+    // what it was started with.
+    let args =
+        deadline::run(&CMDLINE, PROC_DEADLINE, move || read_cmdline(pid)).filter(|a| !a.is_empty());
     let args_read = args.is_some();
     Some((
         Process {

@@ -132,16 +132,18 @@ fn routing_header_attack(mode: &str) {
         if dest == SERVER_V6 {
             assert!(
                 bed.sink_got(&allowed, Duration::from_secs(5)),
-                "case {i} ({proto}, {n} segments): the allowed program's packet did not arrive: {}\n{}",
+                "case {i} ({proto}, {n} segments): the allowed program's packet did not arrive: {}\n{}\n{}",
                 bed.sink_received(),
-                d.trace_text()
+                d.trace_text(),
+                d.stderr_text()
             );
         }
         // The blocked one had its chance first and as long.
         assert!(
             !bed.sink_got(&blocked, Duration::from_millis(500)),
-            "case {i} ({proto}, {n} segments): a blocked program got a packet out with a routing header: {}",
-            bed.sink_received()
+            "case {i} ({proto}, {n} segments): a blocked program got a packet out with a routing header: {}\n{}",
+            bed.sink_received(),
+            d.stderr_text()
         );
     }
     // The hidden destination is reported as the program asked for it.

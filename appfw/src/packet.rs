@@ -20,9 +20,7 @@ use appfw_common::{
     flow::{PROTO_TCP, PROTO_UDP},
     FlowKey,
 };
-use etherparse::{
-    IpNumber, Ipv6ExtensionSlice, LaxIpPayloadSlice, LaxNetSlice, LaxSlicedPacket, TransportSlice,
-};
+use etherparse::{IpNumber, LaxIpPayloadSlice, LaxNetSlice, LaxSlicedPacket, TransportSlice};
 
 /// `IPPROTO_ICMP`.
 pub const PROTO_ICMP: u8 = 1;
@@ -56,7 +54,8 @@ pub fn flow_key(packet: &[u8], netns: u64) -> Result<FlowKey, Unparsed> {
         LaxNetSlice::Ipv4(ip) => {
             let h = ip.header();
             let daddr = ipv4_final_destination(h.options()).unwrap_or(h.destination());
-            let proto = h.protocol().0;
+            // After an authentication header, if any: what carries the ports.
+            let proto = ip.payload().ip_number.0;
             (
                 FlowKey::v4(netns, proto, h.source(), 0, daddr, 0),
                 ip.payload(),
@@ -64,14 +63,12 @@ pub fn flow_key(packet: &[u8], netns: u64) -> Result<FlowKey, Unparsed> {
         }
         LaxNetSlice::Ipv6(ip) => {
             let h = ip.header();
-            let mut daddr = h.destination();
-            for ext in ip.extensions().clone() {
-                if let Ipv6ExtensionSlice::Routing(r) = ext {
-                    if let Some(d) = ipv6_final_destination(r.slice()) {
-                        daddr = d;
-                    }
-                }
-            }
+            let exts = ip.extensions();
+            let daddr = exts
+                .first_header()
+                .and_then(|first| routing_header(first, exts.slice()))
+                .and_then(ipv6_final_destination)
+                .unwrap_or(h.destination());
             let proto = ip.payload().ip_number.0;
             (
                 FlowKey::v6(netns, proto, h.source(), 0, daddr, 0),
@@ -130,6 +127,30 @@ fn echo_identifier(b: [u8; 4]) -> u16 {
 fn is_ipv6_extension(p: &LaxIpPayloadSlice) -> bool {
     p.ip_number.is_ipv6_ext_header_value()
         && p.ip_number != IpNumber::ENCAPSULATING_SECURITY_PAYLOAD
+}
+
+/// The routing header among the extension headers etherparse read (`exts`,
+/// starting with header type `first`). Walked here with bounds checks:
+/// etherparse 0.21's own iterator reads past the end of a chain that lax
+/// parsing cut short (found by fuzzing).
+fn routing_header(first: IpNumber, mut exts: &[u8]) -> Option<&[u8]> {
+    let mut kind = first;
+    loop {
+        let len = match kind {
+            IpNumber::IPV6_HEADER_HOP_BY_HOP
+            | IpNumber::IPV6_ROUTE_HEADER
+            | IpNumber::IPV6_DESTINATION_OPTIONS => (usize::from(*exts.get(1)?) + 1) * 8,
+            IpNumber::IPV6_FRAGMENTATION_HEADER => 8,
+            IpNumber::AUTHENTICATION_HEADER => (usize::from(*exts.get(1)?) + 2) * 4,
+            _ => return None,
+        };
+        let header = exts.get(..len)?;
+        if kind == IpNumber::IPV6_ROUTE_HEADER {
+            return Some(header);
+        }
+        kind = IpNumber(header[0]);
+        exts = &exts[len..];
+    }
 }
 
 /// The destination the sending socket used, from a routing header the
@@ -379,6 +400,37 @@ mod tests {
         // Mobility header (135): appfw cannot read past it.
         let h = vec![PROTO_UDP, 0, 0, 0, 0, 0, 0, 0];
         assert!(flow_key(&ipv6_packet(135, &h, PROTO_UDP, sink), 1).is_err());
+    }
+
+    #[test]
+    fn ipv4_authentication_header_is_walked() {
+        // Found by fuzzing: IPv4, AH (51), then UDP; the key is UDP's.
+        let ah = [
+            PROTO_UDP, 4, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        let mut p = ipv4_header(51, ah.len() + 8, &[]);
+        p.extend_from_slice(&ah);
+        p.extend_from_slice(&[0x9c, 0x40, 0x23, 0x28, 0, 8, 0, 0]);
+        assert_eq!(
+            flow_key(&p, 1).unwrap(),
+            FlowKey::v4(1, PROTO_UDP, S4, 40000, D4, 9000)
+        );
+    }
+
+    #[test]
+    fn extension_chain_cut_short_is_unparsed_without_reading_past_it() {
+        // Found by fuzzing: destination options, then a second destination
+        // options header of which only 4 bytes are there. etherparse's
+        // iterator read past the end of such a chain.
+        let mut p = vec![0x60, 0, 0, 0, 0, 0x24, 60, 64];
+        p.extend_from_slice(&v6("2001:db8::1"));
+        p.extend_from_slice(&v6("2001:db8::2"));
+        p.extend_from_slice(&[60, 1, 1, 12]);
+        p.extend_from_slice(&[0; 12]);
+        p.extend_from_slice(b"mark");
+        assert!(flow_key(&p, 1).is_err());
+        assert_eq!(routing_header(IpNumber(60), &p[40..]), None);
+        assert_eq!(routing_header(IpNumber(43), &[17]), None);
     }
 
     /// An IPv4 header with `opts` (padded to 4 bytes) and protocol `proto`.

@@ -145,8 +145,11 @@ pub fn debug_line(ev: &Event) -> String {
         None => ("?".into(), 0, String::new()),
     };
     format!(
-        "packet {} source={} pid={} exe='{}' command='{}' reason={:?} verdict={} latency={:.1}us",
+        "packet {}{} source={} pid={} exe='{}' command='{}' reason={:?} verdict={} latency={:.1}us",
         tuple(&ev.key),
+        ev.unparsed
+            .map(|why| format!(" not understood ({why})"))
+            .unwrap_or_default(),
         ev.source.name(),
         pid,
         escape(&exe),

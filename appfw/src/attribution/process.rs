@@ -362,6 +362,25 @@ mod tests {
     }
 
     #[test]
+    fn a_stalled_proc_read_is_unknown_at_once() {
+        // Every /proc worker of this thread stuck in a fake slow read (each
+        // test runs on its own thread, with its own pools).
+        for _ in 0..4 {
+            let late = deadline::run(&PROC, Duration::from_millis(10), || {
+                std::thread::sleep(Duration::from_secs(3));
+                None::<(Process, u64)>
+            });
+            assert!(late.is_none());
+        }
+        let start = std::time::Instant::now();
+        assert!(read_proc(std::process::id(), 0).is_none());
+        assert!(
+            start.elapsed() < PROC_DEADLINE,
+            "a stuck pool must answer at once"
+        );
+    }
+
+    #[test]
     fn cache_is_bounded_by_bytes() {
         let mut cache = ProcessCache::new();
         let big = |pid: u32| {

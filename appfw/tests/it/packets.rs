@@ -132,16 +132,18 @@ fn routing_header_attack(mode: &str) {
         if dest == SERVER_V6 {
             assert!(
                 bed.sink_got(&allowed, Duration::from_secs(5)),
-                "case {i} ({proto}, {n} segments): the allowed program's packet did not arrive: {}\n{}",
+                "case {i} ({proto}, {n} segments): the allowed program's packet did not arrive: {}\n{}\n{}",
                 bed.sink_received(),
-                d.trace_text()
+                d.trace_text(),
+                d.stderr_text()
             );
         }
         // The blocked one had its chance first and as long.
         assert!(
             !bed.sink_got(&blocked, Duration::from_millis(500)),
-            "case {i} ({proto}, {n} segments): a blocked program got a packet out with a routing header: {}",
-            bed.sink_received()
+            "case {i} ({proto}, {n} segments): a blocked program got a packet out with a routing header: {}\n{}",
+            bed.sink_received(),
+            d.stderr_text()
         );
     }
     // The hidden destination is reported as the program asked for it.
@@ -366,6 +368,10 @@ fn flood_overflowing_the_queue_lets_no_blocked_packet_through() {
     );
     assert!(tries >= 5, "curl ran only {tries} times");
     let dropped = queue_dropped + user_dropped;
+    eprintln!(
+        "flood: {id_sequence} packets queued, {queue_dropped} dropped over the queue length, \
+         {user_dropped} over the receive buffer; curl tried {tries} times"
+    );
     assert!(
         dropped > 0,
         "the flood did not fill the queue ({id_sequence} packets queued): the test proves nothing"

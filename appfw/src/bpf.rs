@@ -433,7 +433,14 @@ where
 /// A verifier log runs to thousands of lines; the first line and the last
 /// few (where the verifier says what it rejected) are what a person needs.
 fn brief(e: &ProgramError) -> String {
-    let text = e.to_string();
+    // The errno is in the source chain (E2BIG from a tracepoint means it
+    // already has the kernel's maximum of 64 programs attached).
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
     let lines: Vec<&str> = text.lines().collect();
     if lines.len() <= 12 {
         return text;

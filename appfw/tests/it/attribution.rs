@@ -12,8 +12,10 @@ use appfw::{
 
 use crate::testbed::*;
 
-/// Loads the kernel programs for the namespace of the calling thread.
-fn load() -> bpf::Maps {
+/// Loads the kernel programs for the namespace of the calling thread; they
+/// stay attached while the returned programs live (a tracepoint takes at
+/// most 64 programs, so no test may keep its own for the whole run).
+fn load() -> (bpf::Maps, bpf::Programs) {
     let netns = appfw::system::netns_cookie().unwrap();
     let (maps, programs, _) = bpf::load(bpf::Options {
         netns,
@@ -22,10 +24,7 @@ fn load() -> bpf::Maps {
         filters: false,
     })
     .unwrap();
-    // The programs stay attached for the rest of the test process; each
-    // test's namespace filter keeps them from recording anything else.
-    std::mem::forget(programs);
-    maps
+    (maps, programs)
 }
 
 struct Outcome {
@@ -53,7 +52,8 @@ fn attribute_after(
     wait: Duration,
 ) -> Outcome {
     bed.in_client_ns(|| {
-        let mut a = Attributor::new(load(), attribution);
+        let (maps, _programs) = load();
+        let mut a = Attributor::new(maps, attribution);
         let mut client = bed.client(mode, host, port);
         let key = client.flow_key();
         if mode.ends_with("-exit") {
@@ -297,7 +297,8 @@ fn process_older_than_appfw_is_named_through_proc() {
     // Make sure it runs python before the programs load.
     std::thread::sleep(Duration::from_millis(300));
     let (o, strength, origin) = bed.in_client_ns(|| {
-        let mut a = Attributor::new(load(), Mode::Ebpf);
+        let (maps, _programs) = load();
+        let mut a = Attributor::new(maps, Mode::Ebpf);
         let mut client = waiting.go();
         let got = a.attribute(&client.flow_key(), None);
         let pid = client.report.pid;
@@ -327,7 +328,8 @@ fn flood_of_short_lived_processes_does_not_evict_a_live_one() {
     let mut bed = Bed::new();
     bed.serve();
     let (o, strength) = bed.in_client_ns(|| {
-        let mut a = Attributor::new(load(), Mode::Ebpf);
+        let (maps, _programs) = load();
+        let mut a = Attributor::new(maps, Mode::Ebpf);
         let mut client = bed.client("tcp", SERVER_V4, HTTP_PORT);
         let key = client.flow_key();
         // More processes than the exited map holds, and than the single

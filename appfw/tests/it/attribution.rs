@@ -325,7 +325,7 @@ fn process_older_than_appfw_is_named_through_proc() {
 #[test]
 fn flood_of_short_lived_processes_does_not_evict_a_live_one() {
     use appfw_common::maps::EXITED_CAPACITY;
-    let mut bed = Bed::new();
+    let mut bed = Bed::alone();
     bed.serve();
     let (o, strength) = bed.in_client_ns(|| {
         let (maps, _programs) = load();

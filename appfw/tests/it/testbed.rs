@@ -9,7 +9,10 @@ use std::{
     os::fd::AsRawFd,
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, Output, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        RwLock, RwLockReadGuard, RwLockWriteGuard,
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -78,6 +81,25 @@ pub fn curl() -> &'static str {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// Every loaded appfw records every process on the machine, and the map of
+/// exited processes is bounded: a test that floods the machine with
+/// short-lived processes would evict the records that other tests, running
+/// at the same time, need to name a sender after it exited. Beds hold this
+/// shared; the flooding test holds it alone ([`Bed::alone`]).
+static MACHINE: RwLock<()> = RwLock::new(());
+
+enum MachineGuard {
+    Shared(#[expect(dead_code, reason = "held, never read")] RwLockReadGuard<'static, ()>),
+    Alone(#[expect(dead_code, reason = "held, never read")] RwLockWriteGuard<'static, ()>),
+    /// A second bed of a test that holds the lock already (taking it again
+    /// could deadlock behind a waiting writer).
+    Nested,
+}
+
+thread_local! {
+    static HELD: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
 pub struct Bed {
     pub client: String,
     pub server: String,
@@ -85,10 +107,29 @@ pub struct Bed {
     children: Vec<Child>,
     // Dropped after the children: the namespaces go last.
     _pair: Pair,
+    _machine: MachineGuard,
 }
 
 impl Bed {
     pub fn new() -> Bed {
+        if HELD.get() > 0 {
+            return Self::with_guard(MachineGuard::Nested);
+        }
+        let guard = MACHINE.read().unwrap_or_else(|e| e.into_inner());
+        HELD.set(HELD.get() + 1);
+        Self::with_guard(MachineGuard::Shared(guard))
+    }
+
+    /// A bed for a test that no other test may run beside (it floods the
+    /// machine with processes).
+    pub fn alone() -> Bed {
+        assert_eq!(HELD.get(), 0, "Bed::alone must be a test's first bed");
+        let guard = MACHINE.write().unwrap_or_else(|e| e.into_inner());
+        HELD.set(HELD.get() + 1);
+        Self::with_guard(MachineGuard::Alone(guard))
+    }
+
+    fn with_guard(guard: MachineGuard) -> Bed {
         require_root();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let pair = Pair::new(&n.to_string());
@@ -101,6 +142,7 @@ impl Bed {
             dir,
             children: Vec::new(),
             _pair: pair,
+            _machine: guard,
         }
     }
 
@@ -390,6 +432,9 @@ impl Drop for Waiting {
 
 impl Drop for Bed {
     fn drop(&mut self) {
+        if !matches!(self._machine, MachineGuard::Nested) {
+            HELD.set(HELD.get().saturating_sub(1));
+        }
         for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();

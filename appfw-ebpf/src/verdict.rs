@@ -29,14 +29,54 @@ pub fn socket_has(ctx: &SkBuffContext, wanted: u8) -> i64 {
 }
 
 /// 1 for a packet the kernel sends of its own accord: no socket, or one
-/// that is no program's socket appfw knows (the TCP control socket's
-/// resets and TIME_WAIT acks, neighbour discovery). A closed program
-/// socket still sending its last data is not one of these: it is judged.
+/// that is no program's socket appfw knows sending what only the kernel's
+/// control sockets send (TCP segments without payload: resets, TIME_WAIT
+/// acks; ICMP other than echo requests: errors, neighbour discovery). A
+/// socket older than appfw with a payload, and a closed program socket
+/// still sending, are not: they are judged.
 #[inline(always)]
 pub fn kernel_sent(ctx: &SkBuffContext) -> i64 {
     // SAFETY: as in `socket_has`.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    i64::from(cookie == 0 || !maps::user_socket(cookie))
+    if cookie == 0 {
+        return 1;
+    }
+    i64::from(!maps::user_socket(cookie) && control_packet(ctx).unwrap_or(false))
+}
+
+const PROTO_TCP: u8 = 6;
+const PROTO_ICMP: u8 = 1;
+const PROTO_ICMPV6: u8 = 58;
+const ICMP_ECHO: u8 = 8;
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+
+/// A TCP segment without payload, or ICMP other than an echo request,
+/// right after the fixed IP header (control sockets add no options).
+#[inline(always)]
+fn control_packet(ctx: &SkBuffContext) -> Option<bool> {
+    let first: u8 = ctx.load(0).ok()?;
+    let (proto, l4, total) = match first >> 4 {
+        4 => {
+            let h: [u8; 20] = ctx.load(0).ok()?;
+            let ihl = usize::from(h[0] & 0x0f) * 4;
+            (h[9], ihl, usize::from(u16::from_be_bytes([h[2], h[3]])))
+        }
+        6 => {
+            let h: [u8; 8] = ctx.load(0).ok()?;
+            let payload = usize::from(u16::from_be_bytes([h[4], h[5]]));
+            (h[6], IPV6_HEADER_LEN, IPV6_HEADER_LEN + payload)
+        }
+        _ => return None,
+    };
+    match proto {
+        PROTO_TCP => {
+            let offset: u8 = ctx.load(l4 + 12).ok()?;
+            Some(total == l4 + usize::from(offset >> 4) * 4)
+        }
+        PROTO_ICMP => Some(ctx.load::<u8>(l4).ok()? != ICMP_ECHO),
+        PROTO_ICMPV6 => Some(ctx.load::<u8>(l4).ok()? != ICMPV6_ECHO_REQUEST),
+        _ => Some(false),
+    }
 }
 
 /// The rule in front of NFQUEUE: records which socket sent this packet

@@ -249,9 +249,16 @@ fn serve(
     })
     .context("waiting for signals")?;
 
-    // Rules first: afterwards nothing new is queued.
-    if let Some(rules) = rules {
-        rules.remove()?;
+    // Rules first: afterwards nothing new is queued. Unless the queue
+    // thread died and the administrator chose to fail closed: then the
+    // chain stays, and traffic waits for the next appfw.
+    match rules {
+        Some(rules) if queue_died && !fail_open => {
+            log::error!("the queue thread died; appfw's rules stay (fail = \"closed\"): new flows are blocked until appfw runs again, or run appfw --remove-rules");
+            std::mem::forget(rules);
+        }
+        Some(rules) => rules.remove()?,
+        None => {}
     }
     drops.check();
     let kernel_queue = KernelQueue::read(queue_num);
@@ -279,7 +286,7 @@ fn serve(
     log::info!("kernel hooks: {}", kernel_counts.join(", "));
     if queue_died {
         anyhow::bail!(
-            "the queue thread stopped unexpectedly, so nothing judged packets any more; appfw's rules were removed. See the messages above and restart appfw"
+            "the queue thread stopped unexpectedly, so nothing judged packets any more. See the messages above and restart appfw"
         );
     }
     Ok(())

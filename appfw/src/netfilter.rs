@@ -9,20 +9,27 @@
 //! -A APPFW -m bpf --object-pinned DIR/appfw_sk_drop -j DROP
 //! -A APPFW -p tcp -m bpf --object-pinned DIR/appfw_sk_reject -j REJECT --reject-with tcp-reset
 //! -A APPFW -m bpf --object-pinned DIR/appfw_sk_reject -j REJECT --reject-with icmp-port-unreachable
-//! -A APPFW -m conntrack --ctdir REPLY -j ACCEPT
-//! -A APPFW -m owner ! --uid-owner 0-4294967294 -m bpf --object-pinned DIR/appfw_sk_kernel -m conntrack ! --ctstate NEW -j ACCEPT
+//! -A APPFW -m conntrack --ctdir REPLY -m connmark --mark 0x10000000/0x10000000 -j ACCEPT
+//! -A APPFW -m bpf --object-pinned DIR/appfw_sk_kernel -m conntrack ! --ctstate NEW -j ACCEPT
 //! -A APPFW -m bpf --object-pinned DIR/appfw_sk_queue -j NFQUEUE --queue-num N --queue-bypass
+//!
+//! -t mangle -A PREROUTING ! -i lo -j APPFW
+//! -t mangle -A APPFW -m conntrack --ctstate NEW -j CONNMARK --set-xmark 0x10000000/0x10000000
 //! ```
 //!
 //! Every packet is judged for its own socket: a socket appfw has judged
 //! has its packets decided by the socket filters (`verdicts.rs`), any
 //! protocol, any conntrack state, so a second socket on a tuple conntrack
 //! already knows is judged too. Everything else goes to the queue, except
-//! replies of connections that came in from outside and packets the kernel
-//! sends of its own accord on flows it already has: no socket with a file
-//! (`-m owner`) and none appfw knows as a program's (a closed program
-//! socket still sending is judged). The filter in front of the queue
-//! records which socket sent the packet.
+//! replies of connections that came in from outside (marked as they arrive
+//! on an interface other than lo: a local program cannot fake one by
+//! sending to itself from a remote address) and what the kernel sends of
+//! its own accord on flows it already has: packets without a socket, and
+//! TCP segments without payload and ICMP other than echo requests from a
+//! socket that is no program's appfw knows (the TCP control socket's
+//! resets and TIME_WAIT acks, ICMP errors, neighbour discovery). A closed
+//! program socket still sending is judged. The filter in front of the
+//! queue records which socket sent the packet.
 //! A packet appfw rejects without a socket verdict comes back from the
 //! queue with [`REJECT_MARK`] and verdict "repeat".
 //!
@@ -42,6 +49,8 @@ use crate::bpf::Filters;
 pub const CHAIN: &str = "APPFW";
 /// Mark of packets to reject ("appf").
 pub const REJECT_MARK: u32 = 0x6170_7066;
+/// Connection mark bit of connections that came in from outside.
+pub const INBOUND_CONNMARK: u32 = 0x1000_0000;
 
 #[derive(Debug, Error)]
 pub enum RulesError {
@@ -164,6 +173,7 @@ pub fn chain_exists(ipv6: bool) -> bool {
 /// The chain's rules, in `iptables-restore` syntax.
 fn chain_rules(family: Family, queue_num: u16, bypass: bool, filters: &Filters) -> Vec<String> {
     let mark = format!("{REJECT_MARK:#x}");
+    let inbound = format!("{INBOUND_CONNMARK:#x}");
     let icmp = family.icmp_reject();
     let pin = |name: &str| filters.path(name).display().to_string();
     let mut queue = format!(
@@ -186,9 +196,9 @@ fn chain_rules(family: Family, queue_num: u16, bypass: bool, filters: &Filters) 
             "-m bpf --object-pinned {} -j REJECT --reject-with {icmp}",
             pin(names::REJECT)
         ),
-        "-m conntrack --ctdir REPLY -j ACCEPT".to_owned(),
+        format!("-m conntrack --ctdir REPLY -m connmark --mark {inbound}/{inbound} -j ACCEPT"),
         format!(
-            "-m owner ! --uid-owner 0-4294967294 -m bpf --object-pinned {} -m conntrack ! --ctstate NEW -j ACCEPT",
+            "-m bpf --object-pinned {} -m conntrack ! --ctstate NEW -j ACCEPT",
             pin(names::KERNEL)
         ),
         queue,
@@ -199,6 +209,7 @@ fn chain_rules(family: Family, queue_num: u16, bypass: bool, filters: &Filters) 
 }
 
 const JUMP: [&str; 5] = ["!", "-o", "lo", "-j", CHAIN];
+const IN_JUMP: [&str; 5] = ["!", "-i", "lo", "-j", CHAIN];
 
 fn install_family(
     family: Family,
@@ -215,13 +226,23 @@ fn install_family(
             path: filters.dir.display().to_string(),
         });
     }
-    let mut text = format!("*filter\n:{CHAIN} - [0:0]\n");
+    // Declaring a chain flushes a leftover one in the same transaction;
+    // a jump is added only if it is not there yet. Inbound connections are
+    // marked before the filter rules can see their replies.
+    let inbound = format!("{INBOUND_CONNMARK:#x}");
+    let mut text = format!(
+        "*mangle\n:{CHAIN} - [0:0]\n-A {CHAIN} -m conntrack --ctstate NEW -j CONNMARK --set-xmark {inbound}/{inbound}\n"
+    );
+    let mut check = vec!["-w", "-t", "mangle", "-C", "PREROUTING"];
+    check.extend_from_slice(&IN_JUMP);
+    if run(family, &check).is_err() {
+        text.push_str(&format!("-I PREROUTING 1 {}\n", IN_JUMP.join(" ")));
+    }
+    text.push_str(&format!("COMMIT\n*filter\n:{CHAIN} - [0:0]\n"));
     for rule in chain_rules(family, queue_num, bypass, filters) {
         text.push_str(&rule);
         text.push('\n');
     }
-    // Declaring the chain flushes a leftover one in the same transaction;
-    // the jump is added only if it is not there yet.
     let mut check = vec!["-w", "-C", "OUTPUT"];
     check.extend_from_slice(&JUMP);
     if run(family, &check).is_err() {
@@ -272,12 +293,17 @@ fn restore(family: Family, text: &str) -> Result<(), RulesError> {
 /// Removes every jump to the chain and the chain itself; absent is fine.
 fn remove_family(family: Family) -> Result<(), RulesError> {
     // Each -D removes one jump; a crashed run may have left several.
-    let mut delete = vec!["-w", "-D", "OUTPUT"];
-    delete.extend_from_slice(&JUMP);
-    while run(family, &delete).is_ok() {}
-    if run(family, &["-w", "-n", "-L", CHAIN]).is_ok() {
-        run(family, &["-w", "-F", CHAIN])?;
-        run(family, &["-w", "-X", CHAIN])?;
+    for (table, hook, jump) in [
+        ("filter", "OUTPUT", JUMP),
+        ("mangle", "PREROUTING", IN_JUMP),
+    ] {
+        let mut delete = vec!["-w", "-t", table, "-D", hook];
+        delete.extend_from_slice(&jump);
+        while run(family, &delete).is_ok() {}
+        if run(family, &["-w", "-t", table, "-n", "-L", CHAIN]).is_ok() {
+            run(family, &["-w", "-t", table, "-F", CHAIN])?;
+            run(family, &["-w", "-t", table, "-X", CHAIN])?;
+        }
     }
     Ok(())
 }

@@ -18,7 +18,7 @@ use std::{
     io,
     os::unix::thread::JoinHandleExt,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc, Arc,
     },
     thread,
@@ -139,6 +139,8 @@ pub enum Command {
 pub struct QueueHandle {
     commands: mpsc::Sender<Command>,
     stop: Arc<AtomicBool>,
+    /// Commands sent and not yet taken by the thread.
+    pending: Arc<AtomicU64>,
     thread: thread::JoinHandle<QueueStats>,
 }
 
@@ -165,12 +167,15 @@ pub fn spawn<S: OwnerStore + SocketVerdicts + Send + 'static>(
     let (tx, rx) = mpsc::channel();
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
+    let pending = Arc::new(AtomicU64::new(0));
+    let pending2 = pending.clone();
     let thread = thread::Builder::new()
         .name("appfw-queue".into())
-        .spawn(move || run(queue, setup, rx, &stop2))?;
+        .spawn(move || run(queue, setup, rx, &stop2, &pending2))?;
     Ok(QueueHandle {
         commands: tx,
         stop,
+        pending,
         thread,
     })
 }
@@ -180,12 +185,22 @@ impl QueueHandle {
     /// effect now, not at the next queued packet (with socket verdicts in
     /// the kernel, there may be none for a long time).
     pub fn send(&self, command: Command) -> bool {
+        self.pending.fetch_add(1, Ordering::SeqCst);
         if self.commands.send(command).is_err() {
             return false;
         }
-        // SAFETY: the thread has not been joined (`self` owns its handle),
-        // so its pthread_t is valid; the handler does nothing.
-        unsafe { libc::pthread_kill(self.thread.as_pthread_t(), WAKEUP_SIGNAL) };
+        // A signal that lands while the thread is busy, not in recv(), is
+        // lost: repeat until the thread has taken the command.
+        let start = Instant::now();
+        while self.pending.load(Ordering::SeqCst) > 0
+            && !self.thread.is_finished()
+            && start.elapsed() < Duration::from_secs(1)
+        {
+            // SAFETY: the thread has not been joined (`self` owns its
+            // handle), so its pthread_t is valid; the handler does nothing.
+            unsafe { libc::pthread_kill(self.thread.as_pthread_t(), WAKEUP_SIGNAL) };
+            thread::sleep(Duration::from_millis(2));
+        }
         true
     }
 
@@ -233,6 +248,7 @@ fn run<S: OwnerStore + SocketVerdicts>(
     mut setup: Setup<S>,
     commands: mpsc::Receiver<Command>,
     stop: &AtomicBool,
+    pending: &AtomicU64,
 ) -> QueueStats {
     let BoundQueue { mut queue, num } = bound;
     let mut stats = QueueStats::default();
@@ -246,7 +262,7 @@ fn run<S: OwnerStore + SocketVerdicts>(
                 if stop.load(Ordering::SeqCst) {
                     break;
                 }
-                apply_commands(&commands, &mut setup, &mut generation);
+                apply_commands(&commands, &mut setup, &mut generation, pending);
                 continue;
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
@@ -270,7 +286,7 @@ fn run<S: OwnerStore + SocketVerdicts>(
             }
         };
         let start = Instant::now();
-        apply_commands(&commands, &mut setup, &mut generation);
+        apply_commands(&commands, &mut setup, &mut generation, pending);
         stats.packets += 1;
 
         let payload = msg.get_payload();
@@ -407,8 +423,10 @@ fn apply_commands<S: OwnerStore + SocketVerdicts>(
     commands: &mpsc::Receiver<Command>,
     setup: &mut Setup<S>,
     generation: &mut u32,
+    pending: &AtomicU64,
 ) {
     while let Ok(Command::SetPolicy(p)) = commands.try_recv() {
+        pending.fetch_sub(1, Ordering::SeqCst);
         setup.policy = p;
         // Every socket's verdict was made under the old policy.
         *generation = generation.wrapping_add(1);

@@ -388,3 +388,57 @@ fn a_flow_through_nat_in_output_is_judged_by_its_socket() {
     );
     d.wait_trace_line(&["is in blacklist -> DROP."]);
 }
+
+#[test]
+fn a_program_cannot_make_its_traffic_look_like_a_reply() {
+    // IPV6_FREEBIND needs no privilege: bound to the remote's address, the
+    // program sends itself a datagram over lo, so conntrack holds a flow
+    // "from" the remote; its own socket's datagrams to the remote are then
+    // that flow's replies. Only connections that really came in from
+    // outside have replies appfw lets pass unjudged.
+    let mut bed = Bed::new();
+    bed.sink();
+    let script = |marker: &str| {
+        format!(
+            "import socket, time\n\
+             d = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n\
+             d.bind(('{CLIENT_V6}', 40000))\n\
+             sp = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n\
+             sp.setsockopt(socket.IPPROTO_IPV6, 78, 1)\n\
+             sp.bind(('{SERVER_V6}', {SINK_PORT}))\n\
+             sp.sendto(b'x', ('{CLIENT_V6}', 40000))\n\
+             d.settimeout(2)\n\
+             d.recvfrom(100)\n\
+             for i in range(3):\n\
+             \x20   try: d.sendto(b'{marker}-%d' % i, ('{SERVER_V6}', {SINK_PORT}))\n\
+             \x20   except PermissionError: pass\n\
+             \x20   time.sleep(0.1)\n"
+        )
+    };
+    let allowed = allowed_python(&bed);
+    let _d = Daemon::start(
+        &bed,
+        &["-w"],
+        Some(&format!("[global]\nwhitelist = [\"{allowed}\"]\n")),
+    );
+    let out = bed
+        .as_attacker(python())
+        .args(["-c", &script("spoofed-reply")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the attack did not run: {out:?}");
+    // The whitelisted copy doing the same gets out: the datagrams were
+    // judged, not merely broken.
+    let out = bed
+        .as_attacker(&allowed)
+        .args(["-c", &script("allowed-reply")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(bed.sink_got("allowed-reply-2", Duration::from_secs(5)));
+    assert!(
+        !bed.sink_received().contains("spoofed-reply"),
+        "a blocked program's datagrams passed as replies: {}",
+        bed.sink_received()
+    );
+}

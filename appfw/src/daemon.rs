@@ -19,11 +19,11 @@ use crate::{
     bpf,
     cli::{AttributionArg, RunArgs},
     config::{self, Config, Fail},
+    kernel_queue::KernelQueue,
     netfilter::Rules,
     policy::{Mode, Policy},
     queue::{self, Command},
     report::{self, Sinks},
-    stats::KernelQueue,
     system,
 };
 

@@ -25,6 +25,7 @@ pub mod config;
 pub mod daemon;
 pub mod escape;
 pub mod identity;
+pub mod kernel_queue;
 pub mod netfilter;
 pub mod packet;
 pub mod policy;

@@ -22,33 +22,11 @@ use serde::{Deserialize, Serialize};
 
 use super::{load::LoadResult, netns, Bench};
 
-/// The kernel's counters for the bench queue, read in the client namespace.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KernelQueue {
-    pub waiting: u64,
-    pub queue_dropped: u64,
-    pub user_dropped: u64,
-    pub id_sequence: u64,
-}
-
-impl KernelQueue {
-    /// Fields: queue, portid, waiting, copy mode, copy range, queue
-    /// dropped, user dropped, id sequence, 1.
-    fn parse(text: &str, queue: u64) -> Option<KernelQueue> {
-        text.lines().find_map(|l| {
-            let f: Vec<u64> = l
-                .split_whitespace()
-                .filter_map(|w| w.parse().ok())
-                .collect();
-            (f.len() >= 8 && f[0] == queue).then(|| KernelQueue {
-                waiting: f[2],
-                queue_dropped: f[5],
-                user_dropped: f[6],
-                id_sequence: f[7],
-            })
-        })
-    }
-}
+// The daemon's own parser of the kernel's queue counters.
+#[path = "../../../appfw/src/kernel_queue.rs"]
+#[expect(dead_code, reason = "the bench uses only the parser")]
+mod kernel_queue;
+use kernel_queue::KernelQueue;
 
 /// What appfw printed at exit and while running.
 #[derive(Debug, Default)]

@@ -38,7 +38,7 @@ use crate::{
     stats::QueueStats,
     verdicts::{self, SocketVerdicts},
 };
-use appfw_common::PacketKey;
+use appfw_common::{flow::PROTO_TCP, PacketKey};
 
 /// Bytes of each packet copied to userspace: all of it (the kernel caps
 /// this at 0xffff minus an attribute header). Extension headers can be
@@ -304,14 +304,20 @@ fn run<S: OwnerStore + SocketVerdicts>(
         // means more packets passed that filter while this one waited than
         // the map holds: the queue overflows, and the packet is treated as
         // one the full queue dropped.
+        // A TCP key (ports right after the fixed header) names one socket:
+        // the kernel gives no two sockets one 4-tuple.
+        let mut unique_key = false;
         let (socket, lost) = match setup
             .socket_verdicts
             .then(|| PacketKey::from_packet(payload))
         {
-            Some(Some(k)) => match setup.attributor.store().queued_packet(&k) {
-                Some(q) => ((q.cookie != 0).then(|| Sender::from(q)), false),
-                None => (None, true),
-            },
+            Some(Some(k)) => {
+                unique_key = k.proto == PROTO_TCP;
+                match setup.attributor.store().queued_packet(&k) {
+                    Some(q) => ((q.cookie != 0).then(|| Sender::from(q)), false),
+                    None => (None, true),
+                }
+            }
             _ => (None, false),
         };
         if lost {
@@ -349,10 +355,10 @@ fn run<S: OwnerStore + SocketVerdicts>(
         stats
             .decision
             .saturating_record((start.elapsed().as_nanos() as u64).max(1));
-        // The socket's own packets, this one included, are decided in the
-        // kernel from now on; if the recorded socket was another one's
-        // (two sockets on one key), this packet comes back to be judged
-        // for its own.
+        // The socket's later packets are decided in the kernel from now
+        // on. Where two sockets may share a key (UDP, ICMP), this packet
+        // goes back through the chain to meet its own socket's verdict: if
+        // the record was another socket's, it comes back to be judged.
         let stored = !judged_unread
             && !lost
             && socket.as_ref().is_some_and(|s| {
@@ -362,7 +368,7 @@ fn run<S: OwnerStore + SocketVerdicts>(
                     .set(s.cookie, verdicts::encode(verdict, generation))
             });
         match verdict {
-            _ if stored => {
+            _ if stored && !unique_key => {
                 match verdict {
                     Verdict::Accept => stats.accepted += 1,
                     Verdict::Block(_) => stats.blocked += 1,

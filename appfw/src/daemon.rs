@@ -23,6 +23,7 @@ use crate::{
     policy::{Mode, Policy},
     queue::{self, Command},
     report::{self, Sinks},
+    service::notify,
     stats::KernelQueue,
     system,
 };
@@ -183,6 +184,8 @@ fn serve(
     if let Some(ready) = ready {
         ready.ok();
     }
+    notify::ready(&format!("mode {}, queue {queue_num}", mode.name()));
+    let mut systemd_watchdog = notify::Watchdog::from_env();
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -211,8 +214,18 @@ fn serve(
         // off the packet path, reported at most once a second.
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut drops = DropReporter::new(queue_num);
+        let mut feed = tokio::time::interval(
+            systemd_watchdog
+                .as_ref()
+                .map_or(Duration::from_secs(3600), |w| w.every),
+        );
         loop {
             tokio::select! {
+                _ = feed.tick(), if systemd_watchdog.is_some() => {
+                    if let Some(w) = systemd_watchdog.as_mut() {
+                        w.check(handle.progress());
+                    }
+                }
                 _ = tick.tick() => drops.check(),
                 _ = term.recv() => break,
                 _ = int.recv() => break,
@@ -221,9 +234,11 @@ fn serve(
                     break;
                 },
                 _ = hup.recv() => {
+                    notify::reloading();
                     if let Some(new) = reload(args, mode, queue_num, &config, &running, &handle) {
                         running = new;
                     }
+                    notify::reloaded();
                 }
                 _ = recheck.tick() => {
                     let mut next = running.clone();
@@ -248,6 +263,7 @@ fn serve(
         Ok::<_, std::io::Error>((kernel_log, queue_died, drops))
     })
     .context("waiting for signals")?;
+    notify::stopping();
 
     // Rules first: afterwards nothing new is queued.
     if let Some(rules) = rules {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use appfw::{
-    cli::{Cli, Command},
+    cli::{self, Cli, Command},
     daemon, trace,
 };
 
@@ -13,6 +13,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Trace(args)) => trace::run(args),
+        Some(Command::Completions { shell }) => {
+            cli::write_completions(shell, &mut std::io::stdout()).map_err(Into::into)
+        }
+        Some(Command::Man) => cli::write_man(&mut std::io::stdout()).map_err(Into::into),
         None => daemon::run(cli.run),
     };
     match result {

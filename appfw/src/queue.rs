@@ -18,7 +18,7 @@ use std::{
     io,
     os::unix::thread::JoinHandleExt,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc, Arc,
     },
     thread,
@@ -52,6 +52,10 @@ const QUEUE_MAX_LEN: u32 = 4096;
 /// here. Packets that do not fit are dropped by the kernel (counted as
 /// "user dropped" in /proc/net/netfilter/nfnetlink_queue).
 const RECV_BUFFER: libc::c_int = 16 << 20;
+/// An idle queue thread still wakes this often (its receive times out) and
+/// counts the wakeup as progress: a thread that stops counting is stuck,
+/// which the systemd watchdog acts on.
+const IDLE_WAKEUP: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Error)]
 pub enum QueueError {
@@ -106,6 +110,7 @@ pub fn bind(num: u16) -> Result<BoundQueue, QueueError> {
     // Overruns of the receive buffer show up as ENOBUFS, which is counted.
     queue.set_recv_enobufs(true).map_err(configure)?;
     set_recv_buffer(&queue, RECV_BUFFER)?;
+    set_recv_timeout(&queue, IDLE_WAKEUP).map_err(configure)?;
     Ok(BoundQueue { queue, num })
 }
 
@@ -131,6 +136,29 @@ fn set_recv_buffer(queue: &nfq::Queue, bytes: libc::c_int) -> Result<(), QueueEr
     Ok(())
 }
 
+fn set_recv_timeout(queue: &nfq::Queue, timeout: Duration) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: a valid socket descriptor owned by `queue`, and a timeval of
+    // the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            queue.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const libc::timeval as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Commands to the queue thread (checked between packets).
 pub enum Command {
     SetPolicy(Arc<Policy>),
@@ -139,6 +167,7 @@ pub enum Command {
 pub struct QueueHandle {
     commands: mpsc::Sender<Command>,
     stop: Arc<AtomicBool>,
+    progress: Arc<AtomicU64>,
     thread: thread::JoinHandle<QueueStats>,
 }
 
@@ -165,12 +194,15 @@ pub fn spawn<S: OwnerStore + SocketVerdicts + Send + 'static>(
     let (tx, rx) = mpsc::channel();
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
+    let progress = Arc::new(AtomicU64::new(0));
+    let progress2 = progress.clone();
     let thread = thread::Builder::new()
         .name("appfw-queue".into())
-        .spawn(move || run(queue, setup, rx, &stop2))?;
+        .spawn(move || run(queue, setup, rx, &stop2, &progress2))?;
     Ok(QueueHandle {
         commands: tx,
         stop,
+        progress,
         thread,
     })
 }
@@ -187,6 +219,12 @@ impl QueueHandle {
         // so its pthread_t is valid; the handler does nothing.
         unsafe { libc::pthread_kill(self.thread.as_pthread_t(), WAKEUP_SIGNAL) };
         true
+    }
+
+    /// How many times the thread went round its loop (a packet, or an idle
+    /// wakeup at least every [`IDLE_WAKEUP`]): standing still means stuck.
+    pub fn progress(&self) -> u64 {
+        self.progress.load(Ordering::Relaxed)
     }
 
     /// True when the thread has ended (it only ends on its own if it died).
@@ -233,6 +271,7 @@ fn run<S: OwnerStore + SocketVerdicts>(
     mut setup: Setup<S>,
     commands: mpsc::Receiver<Command>,
     stop: &AtomicBool,
+    progress: &AtomicU64,
 ) -> QueueStats {
     let BoundQueue { mut queue, num } = bound;
     let mut stats = QueueStats::default();
@@ -240,9 +279,16 @@ fn run<S: OwnerStore + SocketVerdicts>(
     let mut last_stats = Instant::now();
     let mut generation: u32 = 0;
     loop {
+        progress.fetch_add(1, Ordering::Relaxed);
         let mut msg = match queue.recv() {
             Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+            // A wakeup signal, or IDLE_WAKEUP passed without a packet.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                ) =>
+            {
                 if stop.load(Ordering::SeqCst) {
                     break;
                 }

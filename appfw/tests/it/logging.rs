@@ -167,7 +167,8 @@ fn debug_prints_packets_and_kernel_events_and_exit_histogram() {
     }
     wait_for(Duration::from_secs(5), "per-packet debug lines", || {
         let e = d.stderr_text();
-        (e.matches("source=socket").count() >= 20 && e.contains("exe='/usr/bin/curl'")).then_some(())
+        (e.matches("source=socket").count() >= 20 && e.contains("exe='/usr/bin/curl'"))
+            .then_some(())
     });
     wait_for(Duration::from_secs(5), "the kernel's debug line", || {
         d.stderr_text()

@@ -11,6 +11,7 @@ mod logging;
 mod mounts;
 mod netns;
 mod packets;
+mod service;
 mod testbed;
 mod trace;
 mod verdicts;

@@ -115,6 +115,9 @@ pub fn ensure_test_tools() -> Result<()> {
             ("unshare", "util-linux"),
             ("setpriv", "util-linux"),
             ("/usr/bin/ping", "iputils-ping"),
+            // The service tests: the unit, the man page.
+            ("systemd-analyze", "systemd"),
+            ("man", "man-db"),
         ],
         "the integration tests",
     )

@@ -36,6 +36,9 @@ pub struct Cli {
 pub enum Command {
     /// Print one line per new outbound socket, live, with its program.
     Trace(TraceArgs),
+    /// Show the running daemon's mode, configuration, rules, counters and
+    /// kernel queue statistics (root; the daemon of this network namespace).
+    Status(StatusArgs),
     /// Print the shell completion script for SHELL (bash, zsh or fish).
     Completions {
         #[arg(value_enum)]
@@ -150,6 +153,20 @@ pub struct TraceArgs {
     /// Stop after this many lines (default: run until interrupted).
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// One JSON object instead of text, for scripts.
+    #[arg(long)]
+    pub json: bool,
+    /// The queue of the daemon to ask [default: queue-num from the
+    /// configuration, else 0].
+    #[arg(long, value_name = "N")]
+    pub queue_num: Option<u16>,
+    /// The configuration whose queue-num to use.
+    #[arg(short = 'c', long, value_name = "CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use crate::{
     policy::{Mode, Policy},
     queue::{self, Command},
     report::{self, Sinks},
-    service::notify,
+    service::{control, notify},
     stats::KernelQueue,
     system,
 };
@@ -133,6 +133,9 @@ fn serve(
     let kernel_log = programs.take_log();
     let fail_open = config.fail == Fail::Open;
     let bound = queue::bind(queue_num)?;
+    let control = control::bind(queue_num)?;
+    let started = std::time::Instant::now();
+    let started_at = report::timestamp();
     let rules = if args.no_rules {
         None
     } else {
@@ -184,6 +187,25 @@ fn serve(
     if let Some(ready) = ready {
         ready.ok();
     }
+    let (rules_v4, rules_v6) = rules.as_ref().map_or((false, false), Rules::families);
+    let status = |running: &Config, loaded_at: &str| control::Status {
+        version: env!("CARGO_PKG_VERSION").into(),
+        pid: std::process::id(),
+        mode: mode.name().into(),
+        queue: queue_num,
+        config: running.path.as_ref().map(|p| p.display().to_string()),
+        config_loaded_at: loaded_at.into(),
+        started_at: started_at.clone(),
+        uptime_secs: started.elapsed().as_secs(),
+        fail: if fail_open { "open" } else { "closed" }.into(),
+        rules: control::RulesStatus {
+            v4: rules_v4,
+            v6: rules_v6,
+        },
+        counters: control::CountersStatus::of(&handle.counters()),
+        attribution: control::attribution_of(&handle.counters()),
+        kernel_queue: KernelQueue::read(queue_num).ok().flatten().map(Into::into),
+    };
     notify::ready(&format!("mode {}, queue {queue_num}", mode.name()));
     let mut systemd_watchdog = notify::Watchdog::from_env();
 
@@ -200,6 +222,8 @@ fn serve(
         let mut recheck = tokio::time::interval(RECHECK_ENTRIES);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut running = config.clone();
+        let mut loaded_at = started_at.clone();
+        let control = tokio::net::UnixListener::from_std(control)?;
         // SAFETY: the logger owns its ring buffer fd for as long as the
         // AsyncFd owns the logger.
         let mut kernel_log = match kernel_log {
@@ -237,9 +261,22 @@ fn serve(
                     notify::reloading();
                     if let Some(new) = reload(args, mode, queue_num, &config, &running, &handle) {
                         running = new;
+                        loaded_at = report::timestamp();
                     }
                     notify::reloaded();
                 }
+                conn = control.accept() => if let Ok((stream, _)) = conn {
+                    let uid = stream.peer_cred().ok().map(|c| c.uid());
+                    let body = control::answer(uid, || status(&running, &loaded_at));
+                    // A few kilobytes into an empty socket buffer: the
+                    // write does not wait; the timeout bounds a stuck peer.
+                    if let Ok(mut s) = stream.into_std() {
+                        use std::io::Write;
+                        let _ = s.set_nonblocking(false);
+                        let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
+                        let _ = s.write_all(&body);
+                    }
+                },
                 _ = recheck.tick() => {
                     let mut next = running.clone();
                     if next.refresh(&config::SystemFiles) {

@@ -6,13 +6,14 @@ use clap::Parser;
 
 use appfw::{
     cli::{self, Cli, Command},
-    daemon, trace,
+    daemon, service, trace,
 };
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Trace(args)) => trace::run(args),
+        Some(Command::Status(args)) => service::control::run(args),
         Some(Command::Completions { shell }) => {
             cli::write_completions(shell, &mut std::io::stdout()).map_err(Into::into)
         }

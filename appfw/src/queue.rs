@@ -19,7 +19,7 @@ use std::{
     os::unix::thread::JoinHandleExt,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        mpsc, Arc,
+        mpsc, Arc, Mutex,
     },
     thread,
     time::{Duration, Instant},
@@ -35,7 +35,7 @@ use crate::{
     packet,
     policy::{Policy, Reason, Verdict},
     report::Event,
-    stats::QueueStats,
+    stats::{Counters, QueueStats},
     verdicts::{self, SocketVerdicts},
 };
 use appfw_common::PacketKey;
@@ -56,6 +56,8 @@ const RECV_BUFFER: libc::c_int = 16 << 20;
 /// counts the wakeup as progress: a thread that stops counting is stuck,
 /// which the systemd watchdog acts on.
 const IDLE_WAKEUP: Duration = Duration::from_millis(500);
+/// How often the thread publishes its counters for `appfw status`.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Error)]
 pub enum QueueError {
@@ -168,6 +170,7 @@ pub struct QueueHandle {
     commands: mpsc::Sender<Command>,
     stop: Arc<AtomicBool>,
     progress: Arc<AtomicU64>,
+    published: Arc<Mutex<Counters>>,
     thread: thread::JoinHandle<QueueStats>,
 }
 
@@ -195,14 +198,19 @@ pub fn spawn<S: OwnerStore + SocketVerdicts + Send + 'static>(
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     let progress = Arc::new(AtomicU64::new(0));
-    let progress2 = progress.clone();
+    let published = Arc::new(Mutex::new(Counters::default()));
+    let shared = Shared {
+        progress: progress.clone(),
+        published: published.clone(),
+    };
     let thread = thread::Builder::new()
         .name("appfw-queue".into())
-        .spawn(move || run(queue, setup, rx, &stop2, &progress2))?;
+        .spawn(move || run(queue, setup, rx, &stop2, &shared))?;
     Ok(QueueHandle {
         commands: tx,
         stop,
         progress,
+        published,
         thread,
     })
 }
@@ -225,6 +233,13 @@ impl QueueHandle {
     /// wakeup at least every [`IDLE_WAKEUP`]): standing still means stuck.
     pub fn progress(&self) -> u64 {
         self.progress.load(Ordering::Relaxed)
+    }
+
+    /// The counters as the thread last published them (at most
+    /// [`PUBLISH_EVERY`] old).
+    pub fn counters(&self) -> Counters {
+        // A panic while holding the lock left plain numbers: still good.
+        *self.published.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// True when the thread has ended (it only ends on its own if it died).
@@ -266,20 +281,42 @@ fn install_wakeup_handler() -> io::Result<()> {
     Ok(())
 }
 
+/// What the queue thread shares with the service side, which only reads.
+struct Shared {
+    progress: Arc<AtomicU64>,
+    published: Arc<Mutex<Counters>>,
+}
+
+impl Shared {
+    /// Copies the counters out, never waiting: when a reader holds the
+    /// lock, this round is skipped and the next one publishes.
+    fn publish<S: OwnerStore>(&self, stats: &mut QueueStats, attributor: &Attributor<S>) {
+        if let Ok(mut c) = self.published.try_lock() {
+            stats.attribution = attributor.counts();
+            *c = stats.counters();
+        }
+    }
+}
+
 fn run<S: OwnerStore + SocketVerdicts>(
     bound: BoundQueue,
     mut setup: Setup<S>,
     commands: mpsc::Receiver<Command>,
     stop: &AtomicBool,
-    progress: &AtomicU64,
+    shared: &Shared,
 ) -> QueueStats {
     let BoundQueue { mut queue, num } = bound;
     let mut stats = QueueStats::default();
     let mut reported = Reported::new();
     let mut last_stats = Instant::now();
+    let mut last_publish = Instant::now();
     let mut generation: u32 = 0;
     loop {
-        progress.fetch_add(1, Ordering::Relaxed);
+        shared.progress.fetch_add(1, Ordering::Relaxed);
+        if last_publish.elapsed() >= PUBLISH_EVERY {
+            shared.publish(&mut stats, &setup.attributor);
+            last_publish = Instant::now();
+        }
         let mut msg = match queue.recv() {
             Ok(m) => m,
             // A wakeup signal, or IDLE_WAKEUP passed without a packet.
@@ -443,7 +480,7 @@ fn run<S: OwnerStore + SocketVerdicts>(
             }
         }
     }
-    stats.attribution = setup.attributor.counts();
+    shared.publish(&mut stats, &setup.attributor);
     stats
 }
 

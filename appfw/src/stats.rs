@@ -56,6 +56,42 @@ impl Default for QueueStats {
     }
 }
 
+/// The queue thread's counters without the histograms: what it publishes
+/// about once a second for `appfw status` (plain data, copied without
+/// allocating).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counters {
+    pub packets: u64,
+    pub accepted: u64,
+    pub blocked: u64,
+    pub unparsed: u64,
+    pub sender_lost: u64,
+    pub overruns: u64,
+    pub recv_errors: u64,
+    pub verdict_errors: u64,
+    pub reports_dropped: u64,
+    pub internal_errors: u64,
+    pub attribution: Counts,
+}
+
+impl QueueStats {
+    pub fn counters(&self) -> Counters {
+        Counters {
+            packets: self.packets,
+            accepted: self.accepted,
+            blocked: self.blocked,
+            unparsed: self.unparsed,
+            sender_lost: self.sender_lost,
+            overruns: self.overruns,
+            recv_errors: self.recv_errors,
+            verdict_errors: self.verdict_errors,
+            reports_dropped: self.reports_dropped,
+            internal_errors: self.internal_errors,
+            attribution: self.attribution,
+        }
+    }
+}
+
 /// Latency percentiles in microseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct LatencySummary {

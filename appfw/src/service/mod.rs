@@ -1,5 +1,7 @@
 //! What a system service needs besides judging packets: telling the
 //! service manager how it is doing (`notify`). These rooms only read what
 //! the queue thread publishes; none of them touches the packet path.
+//! `control`: the `appfw status` socket.
 
+pub mod control;
 pub mod notify;

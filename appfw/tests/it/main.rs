@@ -12,6 +12,7 @@ mod mounts;
 mod netns;
 mod packets;
 mod service;
+mod status;
 mod testbed;
 mod trace;
 mod verdicts;

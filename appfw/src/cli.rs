@@ -130,6 +130,10 @@ pub struct RunArgs {
     /// a crashed or killed appfw) and exit.
     #[arg(long, conflicts_with_all = ["whitelist", "blacklist", "monitor", "daemon", "no_rules"])]
     pub remove_rules: bool,
+    /// Serve Prometheus metrics on ADDR (address:port) at /metrics
+    /// (overrides metrics in the configuration).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Pid file written with --daemon.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_PID_FILE)]
     pub pid_file: PathBuf,

@@ -23,7 +23,7 @@ use crate::{
     policy::{Mode, Policy},
     queue::{self, Command},
     report::{self, Sinks},
-    service::{control, notify},
+    service::{control, metrics, notify},
     stats::KernelQueue,
     system,
 };
@@ -134,6 +134,16 @@ fn serve(
     let fail_open = config.fail == Fail::Open;
     let bound = queue::bind(queue_num)?;
     let control = control::bind(queue_num)?;
+    let metrics_listener = match args.metrics.or(config.metrics) {
+        None => None,
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .with_context(|| {
+                    format!("serving metrics on {addr}: is another program on that port? Choose another address with --metrics or metrics in [global]")
+                })?,
+        ),
+    };
     let started = std::time::Instant::now();
     let started_at = report::timestamp();
     let rules = if args.no_rules {
@@ -224,6 +234,9 @@ fn serve(
         let mut running = config.clone();
         let mut loaded_at = started_at.clone();
         let control = tokio::net::UnixListener::from_std(control)?;
+        let metrics_listener = metrics_listener
+            .map(tokio::net::TcpListener::from_std)
+            .transpose()?;
         // SAFETY: the logger owns its ring buffer fd for as long as the
         // AsyncFd owns the logger.
         let mut kernel_log = match kernel_log {
@@ -264,6 +277,17 @@ fn serve(
                         loaded_at = report::timestamp();
                     }
                     notify::reloaded();
+                }
+                conn = async { metrics_listener.as_ref().expect("guarded").accept().await }, if metrics_listener.is_some() => {
+                    if let Ok((stream, _)) = conn {
+                        let hooks = programs.counters();
+                        let body = metrics::render(&metrics::Snapshot {
+                            counters: handle.counters(),
+                            kernel_queue: KernelQueue::read(queue_num).ok().flatten(),
+                            hooks: &hooks,
+                        });
+                        tokio::spawn(metrics::answer(stream, body));
+                    }
                 }
                 conn = control.accept() => if let Ok((stream, _)) = conn {
                     let uid = stream.peer_cred().ok().map(|c| c.uid());

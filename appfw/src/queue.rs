@@ -413,6 +413,7 @@ fn run<S: OwnerStore + SocketVerdicts>(
             unparsed: unparsed.filter(|_| judged_unread),
         };
         let verdict = event.decision.verdict;
+        stats.count_decision(&event.decision);
         stats
             .decision
             .saturating_record((start.elapsed().as_nanos() as u64).max(1));

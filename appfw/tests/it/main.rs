@@ -8,6 +8,7 @@ mod cli;
 mod enforcement;
 mod identity;
 mod logging;
+mod metrics;
 mod mounts;
 mod netns;
 mod packets;

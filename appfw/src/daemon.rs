@@ -80,8 +80,11 @@ pub fn run(args: RunArgs) -> Result<()> {
     // A daemon without -l or -t would report into the void, so it uses
     // syslog if there is one.
     let implicit_syslog = args.daemon && !args.syslog && args.trace_file.is_none();
+    // Under systemd, stderr is the journal: reports go there with their
+    // fields instead of as plain stdout lines.
+    let journal = !args.daemon && crate::service::journal::under_journal();
     let sinks = match Sinks::open(
-        !args.daemon,
+        !args.daemon && !journal,
         args.trace_file.as_deref(),
         args.syslog || implicit_syslog,
         args.debug && !args.daemon,
@@ -94,6 +97,13 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
         other => other?,
     };
+    let mut sinks = sinks;
+    if journal {
+        sinks.journal = Some(
+            crate::service::journal::open()
+                .context("connecting to the journal (/run/systemd/journal/socket)")?,
+        );
+    }
 
     let ready = if args.daemon {
         Some(detach::detach(&args.pid_file)?)
@@ -454,6 +464,14 @@ fn init_logging(args: &RunArgs) {
     } else {
         log::LevelFilter::Info
     };
+    if !args.daemon && crate::service::journal::under_journal() {
+        if let Ok(j) = crate::service::journal::open() {
+            if j.install().is_ok() {
+                log::set_max_level(level);
+                return;
+            }
+        }
+    }
     if args.daemon {
         if let Ok(logger) = report::open_syslog() {
             if log::set_boxed_logger(Box::new(syslog::BasicLogger::new(logger))).is_ok() {

@@ -162,6 +162,8 @@ pub struct Sinks {
     pub stdout: bool,
     pub file: Option<File>,
     pub syslog: Option<syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>>,
+    /// Under systemd: the journal, with fields (see `service::journal`).
+    pub journal: Option<systemd_journal_logger::JournalLog>,
     pub debug: bool,
 }
 
@@ -195,6 +197,7 @@ impl Sinks {
             stdout,
             file,
             syslog,
+            journal: None,
             debug,
         })
     }
@@ -302,6 +305,9 @@ pub fn spawn(mut sinks: Sinks) -> io::Result<(mpsc::SyncSender<Event>, thread::J
                 }
                 if let Some(line) = line(&ev) {
                     sinks.write(&line, matches!(ev.decision.verdict, Verdict::Block(_)));
+                    if let Some(j) = &sinks.journal {
+                        let _ = crate::service::journal::send(j, &line, &ev);
+                    }
                 }
             }
         })?;

@@ -75,6 +75,18 @@ impl Default for QueueStats {
     }
 }
 
+/// `r`'s index in [`REASON_NAMES`].
+pub fn reason_index(r: Reason) -> usize {
+    match r {
+        Reason::Monitor => 0,
+        Reason::InWhitelist => 1,
+        Reason::NotInWhitelist => 2,
+        Reason::InBlacklist => 3,
+        Reason::NotInBlacklist => 4,
+        Reason::Unknown => 5,
+    }
+}
+
 /// The queue thread's counters without the histograms: what it publishes
 /// about once a second for `appfw status` (plain data, copied without
 /// allocating).
@@ -102,15 +114,7 @@ impl QueueStats {
             Verdict::Block(Action::Drop) => 1,
             Verdict::Block(Action::Reject) => 2,
         };
-        let r = match d.reason {
-            Reason::Monitor => 0,
-            Reason::InWhitelist => 1,
-            Reason::NotInWhitelist => 2,
-            Reason::InBlacklist => 3,
-            Reason::NotInBlacklist => 4,
-            Reason::Unknown => 5,
-        };
-        self.verdicts[v][r] += 1;
+        self.verdicts[v][reason_index(d.reason)] += 1;
     }
 
     pub fn counters(&self) -> Counters {

@@ -4,5 +4,6 @@
 //! `control`: the `appfw status` socket; `metrics`: /metrics.
 
 pub mod control;
+pub mod journal;
 pub mod metrics;
 pub mod notify;

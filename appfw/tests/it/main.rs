@@ -7,6 +7,7 @@ mod attribution;
 mod cli;
 mod enforcement;
 mod identity;
+mod journal;
 mod logging;
 mod metrics;
 mod mounts;

@@ -498,7 +498,7 @@ mod detach {
     use std::{
         fs::{File, OpenOptions},
         io::{Read, Write},
-        os::{fd::FromRawFd, unix::fs::OpenOptionsExt},
+        os::unix::fs::OpenOptionsExt,
         path::Path,
     };
 
@@ -523,16 +523,9 @@ mod detach {
     }
 
     pub fn detach(pid_file: &Path) -> Result<Ready> {
-        let mut fds = [0; 2];
-        // SAFETY: valid array for pipe2.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            bail!(
-                "creating a pipe failed: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-        // SAFETY: fds are fresh and owned by us from here on.
-        let (mut rd, wr) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+        let (rd, wr) =
+            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).context("creating a pipe")?;
+        let (mut rd, wr) = (File::from(rd), File::from(wr));
         // SAFETY: single-threaded at this point (no runtime, no threads yet).
         match unsafe { libc::fork() } {
             -1 => bail!("fork failed: {}", std::io::Error::last_os_error()),
@@ -555,29 +548,24 @@ mod detach {
             }
         }
         drop(rd);
-        // SAFETY: plain syscalls in the child.
-        unsafe {
-            if libc::setsid() < 0 {
-                bail!("setsid failed: {}", std::io::Error::last_os_error());
-            }
-            match libc::fork() {
-                -1 => bail!("fork failed: {}", std::io::Error::last_os_error()),
-                0 => {}
-                _ => libc::_exit(0),
-            }
-            libc::umask(0o022);
+        rustix::process::setsid().context("setsid")?;
+        // SAFETY: still single-threaded; the parent only exits.
+        match unsafe { libc::fork() } {
+            -1 => bail!("fork failed: {}", std::io::Error::last_os_error()),
+            0 => {}
+            // SAFETY: _exit skips the atexit handlers, which belong to the child.
+            _ => unsafe { libc::_exit(0) },
         }
+        rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
         std::env::set_current_dir("/").context("chdir /")?;
         let null = OpenOptions::new()
             .read(true)
             .write(true)
             .open("/dev/null")
             .context("opening /dev/null")?;
-        for fd in 0..3 {
-            use std::os::fd::AsRawFd;
-            // SAFETY: both descriptors are valid.
-            unsafe { libc::dup2(null.as_raw_fd(), fd) };
-        }
+        rustix::stdio::dup2_stdin(&null).context("stdin to /dev/null")?;
+        rustix::stdio::dup2_stdout(&null).context("stdout to /dev/null")?;
+        rustix::stdio::dup2_stderr(&null).context("stderr to /dev/null")?;
         let mut f = OpenOptions::new()
             .create(true)
             .write(true)

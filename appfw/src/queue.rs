@@ -117,48 +117,21 @@ pub fn bind(num: u16) -> Result<BoundQueue, QueueError> {
 }
 
 fn set_recv_buffer(queue: &nfq::Queue, bytes: libc::c_int) -> Result<(), QueueError> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid socket descriptor owned by `queue`, and an int option
-    // of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            queue.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            &bytes as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(QueueError::RecvBuffer {
+    rustix::net::sockopt::set_socket_recv_buffer_size_force(queue, bytes as usize).map_err(|e| {
+        QueueError::RecvBuffer {
             bytes,
-            source: io::Error::last_os_error(),
-        });
-    }
-    Ok(())
+            source: e.into(),
+        }
+    })
 }
 
 fn set_recv_timeout(queue: &nfq::Queue, timeout: Duration) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let tv = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
-    };
-    // SAFETY: a valid socket descriptor owned by `queue`, and a timeval of
-    // the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            queue.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &tv as *const libc::timeval as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    rustix::net::sockopt::set_socket_timeout(
+        queue,
+        rustix::net::sockopt::Timeout::Recv,
+        Some(timeout),
+    )
+    .map_err(Into::into)
 }
 
 /// Commands to the queue thread (checked between packets).

@@ -232,23 +232,11 @@ pub fn open_syslog(
     syslog::unix(formatter).map_err(|e| ReportError::Syslog(e.to_string()))
 }
 
-/// `YYYY-MM-DD HH:MM:SS`, local time.
+/// `YYYY-MM-DD HH:MM:SS`, local time (the system's time zone, or `TZ`).
 pub fn timestamp() -> String {
-    // SAFETY: time and localtime_r with valid pointers; tm is plain data.
-    unsafe {
-        let now = libc::time(std::ptr::null_mut());
-        let mut tm: libc::tm = std::mem::zeroed();
-        libc::localtime_r(&now, &mut tm);
-        format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-            tm.tm_year + 1900,
-            tm.tm_mon + 1,
-            tm.tm_mday,
-            tm.tm_hour,
-            tm.tm_min,
-            tm.tm_sec
-        )
-    }
+    jiff::ZonedDateTime::now()
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string()
 }
 
 /// Capacity of the queue -> reporter channel.

@@ -252,3 +252,74 @@ pub fn uninstall(args: Args) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub struct DebArgs {
+    /// Package this appfw binary instead of building the release one.
+    #[arg(long, value_name = "FILE")]
+    pub binary: Option<PathBuf>,
+    /// Compress quickly (larger package; for tests).
+    #[arg(long)]
+    pub fast: bool,
+}
+
+/// cargo-deb, built into target/tools on first use.
+fn cargo_deb() -> Result<PathBuf> {
+    let root = crate::root().join("target/tools/cargo-deb");
+    let bin = root.join("bin/cargo-deb");
+    if !bin.exists() {
+        eprintln!("xtask: building cargo-deb 3.8.0 into {}", root.display());
+        crate::run_cmd(
+            crate::cargo()
+                .args([
+                    "install",
+                    "cargo-deb",
+                    "--version",
+                    "3.8.0",
+                    "--locked",
+                    "--root",
+                ])
+                .arg(&root),
+        )?;
+    }
+    Ok(bin)
+}
+
+/// `cargo xtask deb`: target/debian/appfw_VERSION-1_ARCH.deb.
+pub fn deb(args: DebArgs) -> Result<()> {
+    let binary = match args.binary {
+        Some(b) => b,
+        None => crate::build_release()?,
+    };
+    let tool = cargo_deb()?;
+    let root = crate::root();
+    let assets = root.join("target/deb-assets");
+    let _ = fs::remove_dir_all(&assets);
+    fs::create_dir_all(&assets)?;
+    let prefix = Path::new("/usr");
+    for item in items(prefix, &binary)? {
+        let name = match item.path.to_str().unwrap_or_default() {
+            "/usr/sbin/appfw" => "appfw",
+            "/usr/share/man/man8/appfw.8" => "appfw.8",
+            "/usr/share/bash-completion/completions/appfw" => "appfw.bash",
+            "/usr/share/zsh/site-functions/_appfw" => "_appfw",
+            "/usr/share/fish/vendor_completions.d/appfw.fish" => "appfw.fish",
+            "/usr/lib/systemd/system/appfw.service" => "appfw.service",
+            _ => continue,
+        };
+        let at = assets.join(name);
+        fs::write(&at, &item.contents)?;
+        fs::set_permissions(&at, fs::Permissions::from_mode(item.mode))?;
+    }
+    let out_dir = root.join("target/debian");
+    fs::create_dir_all(&out_dir)?;
+    let mut cmd = Command::new(tool);
+    crate::clean_env(&mut cmd);
+    crate::run_cmd(
+        cmd.current_dir(&root)
+            .args(["deb", "-p", "appfw", "--no-build", "--no-strip", "--output"])
+            .arg(&out_dir)
+            .args(args.fast.then_some("--fast")),
+    )?;
+    Ok(())
+}

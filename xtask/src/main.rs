@@ -47,6 +47,8 @@ enum Task {
     Install(install::Args),
     /// Remove what `install` put there (with the same --destdir, --prefix).
     Uninstall(install::Args),
+    /// Build the Debian package (cargo-deb) into target/debian/.
+    Deb(install::DebArgs),
     /// Fuzz the packet and configuration parsers (nightly, cargo-fuzz).
     Fuzz {
         /// Seconds per target.
@@ -121,6 +123,7 @@ fn main() -> Result<()> {
         Task::Lint => lint(),
         Task::Install(args) => install::install(args),
         Task::Uninstall(args) => install::uninstall(args),
+        Task::Deb(args) => install::deb(args),
         Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::BenchServe { tcp, udp, threads } => bench::load::serve(tcp, udp, threads),
         Task::BenchLoad {

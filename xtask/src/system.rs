@@ -118,6 +118,7 @@ pub fn ensure_test_tools() -> Result<()> {
             // The service tests: the unit, the man page.
             ("systemd-analyze", "systemd"),
             ("man", "man-db"),
+            ("dpkg-deb", "dpkg"),
         ],
         "the integration tests",
     )

@@ -36,6 +36,60 @@ pub struct Cli {
 pub enum Command {
     /// Print one line per new outbound socket, live, with its program.
     Trace(TraceArgs),
+    /// Show the running daemon's mode, configuration, rules, counters and
+    /// kernel queue statistics (root; the daemon of this network namespace).
+    Status(StatusArgs),
+    /// Print the shell completion script for SHELL (bash, zsh or fish).
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Print the man page, appfw(8), in roff (what `cargo xtask install` installs).
+    #[command(hide = true)]
+    Man,
+}
+
+/// The shells whose completion scripts are installed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl From<CompletionShell> for clap_complete::Shell {
+    fn from(s: CompletionShell) -> Self {
+        match s {
+            CompletionShell::Bash => clap_complete::Shell::Bash,
+            CompletionShell::Zsh => clap_complete::Shell::Zsh,
+            CompletionShell::Fish => clap_complete::Shell::Fish,
+        }
+    }
+}
+
+/// Writes the completion script for `shell`, generated from this definition.
+pub fn write_completions(
+    shell: CompletionShell,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    // Into memory first: clap_complete panics on a failed write (a closed
+    // pipe), the caller gets an error instead.
+    let mut script = Vec::new();
+    clap_complete::generate(
+        clap_complete::Shell::from(shell),
+        &mut cmd,
+        "appfw",
+        &mut script,
+    );
+    out.write_all(&script)
+}
+
+/// Writes appfw(8), generated from this definition so it cannot drift from
+/// `--help`.
+pub fn write_man(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    clap_mangen::Man::new(cmd).section("8").render(out)
 }
 
 #[derive(Debug, Args, Clone)]
@@ -76,6 +130,10 @@ pub struct RunArgs {
     /// a crashed or killed appfw) and exit.
     #[arg(long, conflicts_with_all = ["whitelist", "blacklist", "monitor", "daemon", "no_rules"])]
     pub remove_rules: bool,
+    /// Serve Prometheus metrics on ADDR (address:port) at /metrics
+    /// (overrides metrics in the configuration).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Pid file written with --daemon.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_PID_FILE)]
     pub pid_file: PathBuf,
@@ -99,6 +157,20 @@ pub struct TraceArgs {
     /// Stop after this many lines (default: run until interrupted).
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// One JSON object instead of text, for scripts.
+    #[arg(long)]
+    pub json: bool,
+    /// The queue of the daemon to ask [default: queue-num from the
+    /// configuration, else 0].
+    #[arg(long, value_name = "N")]
+    pub queue_num: Option<u16>,
+    /// The configuration whose queue-num to use.
+    #[arg(short = 'c', long, value_name = "CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 #[cfg(test)]
@@ -146,5 +218,21 @@ mod tests {
     fn short_v_is_version() {
         let err = Cli::try_parse_from(["appfw", "-v"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::DisplayVersion);
+    }
+
+    #[test]
+    fn man_page_is_section_8_and_lists_the_flags() {
+        let mut out = Vec::new();
+        write_man(&mut out).unwrap();
+        let man = String::from_utf8(out).unwrap();
+        assert!(
+            man.contains(".TH appfw 8"),
+            "{}",
+            &man[..200.min(man.len())]
+        );
+        assert!(
+            man.contains("whitelist") && man.contains("queue\\-num"),
+            "{man}"
+        );
     }
 }

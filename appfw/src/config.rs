@@ -269,6 +269,8 @@ pub struct Config {
     /// `None`: drop in whitelist mode, accept otherwise.
     pub unknown: Option<Unknown>,
     pub fail: Fail,
+    /// Where to serve Prometheus metrics (`metrics = "127.0.0.1:9464"`).
+    pub metrics: Option<std::net::SocketAddr>,
     /// Entries that name no file, said by [`Config::resolve`]; the daemon
     /// logs them.
     pub warnings: Vec<String>,
@@ -347,6 +349,7 @@ impl Default for Config {
             action: Action::Drop,
             unknown: None,
             fail: Fail::Open,
+            metrics: None,
             warnings: Vec::new(),
         }
     }
@@ -367,6 +370,7 @@ struct RawGlobal {
     action: Option<Action>,
     unknown: Option<Unknown>,
     fail: Option<Fail>,
+    metrics: Option<Spanned<String>>,
 }
 
 /// Loads `path`, or the default file; a missing default file gives the
@@ -463,9 +467,22 @@ pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
                 })
                 .collect()
         };
+    let metrics = match g.metrics {
+        None => None,
+        Some(m) => Some(m.get_ref().parse().map_err(|_| ConfigError::Invalid {
+            path: origin.to_owned(),
+            line: line_of(text, m.span().start),
+            key: "global.metrics".into(),
+            message: format!(
+                "{:?} is not an address and port: write it like \"127.0.0.1:9464\"",
+                m.get_ref()
+            ),
+        })?),
+    };
     Ok(Config {
         path: None,
         queue_num: g.queue_num.unwrap_or(0),
+        metrics,
         whitelist: entries(g.whitelist, "whitelist")?,
         blacklist: entries(g.blacklist, "blacklist")?,
         action: g.action.unwrap_or_default(),
@@ -560,6 +577,17 @@ pub(crate) mod tests {
     fn empty_file_gives_defaults() {
         let c = parse_str("", "x").unwrap();
         assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn metrics_address_is_checked_where_it_is_written() {
+        let c = parse_str("[global]\nmetrics = \"127.0.0.1:9464\"\n", "t.toml").unwrap();
+        assert_eq!(c.metrics, Some("127.0.0.1:9464".parse().unwrap()));
+        let e = parse_str("[global]\n\nmetrics = \"localhost\"\n", "t.toml").unwrap_err();
+        assert!(
+            e.to_string().contains("t.toml:3: key `global.metrics`"),
+            "{e}"
+        );
     }
 
     #[test]

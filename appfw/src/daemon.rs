@@ -24,6 +24,7 @@ use crate::{
     policy::{Mode, Policy},
     queue::{self, Command},
     report::{self, Sinks},
+    service::{control, metrics, notify},
     system,
 };
 
@@ -79,8 +80,11 @@ pub fn run(args: RunArgs) -> Result<()> {
     // A daemon without -l or -t would report into the void, so it uses
     // syslog if there is one.
     let implicit_syslog = args.daemon && !args.syslog && args.trace_file.is_none();
+    // Under systemd, stderr is the journal: reports go there with their
+    // fields instead of as plain stdout lines.
+    let journal = !args.daemon && crate::service::journal::under_journal();
     let sinks = match Sinks::open(
-        !args.daemon,
+        !args.daemon && !journal,
         args.trace_file.as_deref(),
         args.syslog || implicit_syslog,
         args.debug && !args.daemon,
@@ -93,6 +97,13 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
         other => other?,
     };
+    let mut sinks = sinks;
+    if journal {
+        sinks.journal = Some(
+            crate::service::journal::open()
+                .context("connecting to the journal (/run/systemd/journal/socket)")?,
+        );
+    }
 
     let ready = if args.daemon {
         Some(detach::detach(&args.pid_file)?)
@@ -132,6 +143,19 @@ fn serve(
     let kernel_log = programs.take_log();
     let fail_open = config.fail == Fail::Open;
     let bound = queue::bind(queue_num)?;
+    let control = control::bind(queue_num)?;
+    let metrics_listener = match args.metrics.or(config.metrics) {
+        None => None,
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .with_context(|| {
+                    format!("serving metrics on {addr}: is another program on that port? Choose another address with --metrics or metrics in [global]")
+                })?,
+        ),
+    };
+    let started = std::time::Instant::now();
+    let started_at = report::timestamp();
     let rules = if args.no_rules {
         None
     } else {
@@ -183,6 +207,27 @@ fn serve(
     if let Some(ready) = ready {
         ready.ok();
     }
+    let (rules_v4, rules_v6) = rules.as_ref().map_or((false, false), Rules::families);
+    let status = |running: &Config, loaded_at: &str| control::Status {
+        version: env!("CARGO_PKG_VERSION").into(),
+        pid: std::process::id(),
+        mode: mode.name().into(),
+        queue: queue_num,
+        config: running.path.as_ref().map(|p| p.display().to_string()),
+        config_loaded_at: loaded_at.into(),
+        started_at: started_at.clone(),
+        uptime_secs: started.elapsed().as_secs(),
+        fail: if fail_open { "open" } else { "closed" }.into(),
+        rules: control::RulesStatus {
+            v4: rules_v4,
+            v6: rules_v6,
+        },
+        counters: control::CountersStatus::of(&handle.counters()),
+        attribution: control::attribution_of(&handle.counters()),
+        kernel_queue: KernelQueue::read(queue_num).ok().flatten().map(Into::into),
+    };
+    notify::ready(&format!("mode {}, queue {queue_num}", mode.name()));
+    let mut systemd_watchdog = notify::Watchdog::from_env();
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -197,6 +242,11 @@ fn serve(
         let mut recheck = tokio::time::interval(RECHECK_ENTRIES);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut running = config.clone();
+        let mut loaded_at = started_at.clone();
+        let control = tokio::net::UnixListener::from_std(control)?;
+        let metrics_listener = metrics_listener
+            .map(tokio::net::TcpListener::from_std)
+            .transpose()?;
         // SAFETY: the logger owns its ring buffer fd for as long as the
         // AsyncFd owns the logger.
         let mut kernel_log = match kernel_log {
@@ -211,8 +261,18 @@ fn serve(
         // off the packet path, reported at most once a second.
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut drops = DropReporter::new(queue_num);
+        let mut feed = tokio::time::interval(
+            systemd_watchdog
+                .as_ref()
+                .map_or(Duration::from_secs(3600), |w| w.every),
+        );
         loop {
             tokio::select! {
+                _ = feed.tick(), if systemd_watchdog.is_some() => {
+                    if let Some(w) = systemd_watchdog.as_mut() {
+                        w.check(handle.progress());
+                    }
+                }
                 _ = tick.tick() => drops.check(),
                 _ = term.recv() => break,
                 _ = int.recv() => break,
@@ -221,10 +281,36 @@ fn serve(
                     break;
                 },
                 _ = hup.recv() => {
+                    notify::reloading();
                     if let Some(new) = reload(args, mode, queue_num, &config, &running, &handle) {
                         running = new;
+                        loaded_at = report::timestamp();
+                    }
+                    notify::reloaded();
+                }
+                conn = async { metrics_listener.as_ref().expect("guarded").accept().await }, if metrics_listener.is_some() => {
+                    if let Ok((stream, _)) = conn {
+                        let hooks = programs.counters();
+                        let body = metrics::render(&metrics::Snapshot {
+                            counters: handle.counters(),
+                            kernel_queue: KernelQueue::read(queue_num).ok().flatten(),
+                            hooks: &hooks,
+                        });
+                        tokio::spawn(metrics::answer(stream, body));
                     }
                 }
+                conn = control.accept() => if let Ok((stream, _)) = conn {
+                    let uid = stream.peer_cred().ok().map(|c| c.uid());
+                    let body = control::answer(uid, || status(&running, &loaded_at));
+                    // A few kilobytes into an empty socket buffer: the
+                    // write does not wait; the timeout bounds a stuck peer.
+                    if let Ok(mut s) = stream.into_std() {
+                        use std::io::Write;
+                        let _ = s.set_nonblocking(false);
+                        let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
+                        let _ = s.write_all(&body);
+                    }
+                },
                 _ = recheck.tick() => {
                     let mut next = running.clone();
                     if next.refresh(&config::SystemFiles) {
@@ -248,6 +334,7 @@ fn serve(
         Ok::<_, std::io::Error>((kernel_log, queue_died, drops))
     })
     .context("waiting for signals")?;
+    notify::stopping();
 
     // Rules first: afterwards nothing new is queued. Unless the queue
     // thread died and the administrator chose to fail closed: then the
@@ -384,6 +471,14 @@ fn init_logging(args: &RunArgs) {
     } else {
         log::LevelFilter::Info
     };
+    if !args.daemon && crate::service::journal::under_journal() {
+        if let Ok(j) = crate::service::journal::open() {
+            if j.install().is_ok() {
+                log::set_max_level(level);
+                return;
+            }
+        }
+    }
     if args.daemon {
         if let Ok(logger) = report::open_syslog() {
             if log::set_boxed_logger(Box::new(syslog::BasicLogger::new(logger))).is_ok() {
@@ -410,7 +505,7 @@ mod detach {
     use std::{
         fs::{File, OpenOptions},
         io::{Read, Write},
-        os::{fd::FromRawFd, unix::fs::OpenOptionsExt},
+        os::unix::fs::OpenOptionsExt,
         path::Path,
     };
 
@@ -435,16 +530,9 @@ mod detach {
     }
 
     pub fn detach(pid_file: &Path) -> Result<Ready> {
-        let mut fds = [0; 2];
-        // SAFETY: valid array for pipe2.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            bail!(
-                "creating a pipe failed: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-        // SAFETY: fds are fresh and owned by us from here on.
-        let (mut rd, wr) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+        let (rd, wr) =
+            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).context("creating a pipe")?;
+        let (mut rd, wr) = (File::from(rd), File::from(wr));
         // SAFETY: single-threaded at this point (no runtime, no threads yet).
         match unsafe { libc::fork() } {
             -1 => bail!("fork failed: {}", std::io::Error::last_os_error()),
@@ -467,29 +555,24 @@ mod detach {
             }
         }
         drop(rd);
-        // SAFETY: plain syscalls in the child.
-        unsafe {
-            if libc::setsid() < 0 {
-                bail!("setsid failed: {}", std::io::Error::last_os_error());
-            }
-            match libc::fork() {
-                -1 => bail!("fork failed: {}", std::io::Error::last_os_error()),
-                0 => {}
-                _ => libc::_exit(0),
-            }
-            libc::umask(0o022);
+        rustix::process::setsid().context("setsid")?;
+        // SAFETY: still single-threaded; the parent only exits.
+        match unsafe { libc::fork() } {
+            -1 => bail!("fork failed: {}", std::io::Error::last_os_error()),
+            0 => {}
+            // SAFETY: _exit skips the atexit handlers, which belong to the child.
+            _ => unsafe { libc::_exit(0) },
         }
+        rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
         std::env::set_current_dir("/").context("chdir /")?;
         let null = OpenOptions::new()
             .read(true)
             .write(true)
             .open("/dev/null")
             .context("opening /dev/null")?;
-        for fd in 0..3 {
-            use std::os::fd::AsRawFd;
-            // SAFETY: both descriptors are valid.
-            unsafe { libc::dup2(null.as_raw_fd(), fd) };
-        }
+        rustix::stdio::dup2_stdin(&null).context("stdin to /dev/null")?;
+        rustix::stdio::dup2_stdout(&null).context("stdout to /dev/null")?;
+        rustix::stdio::dup2_stderr(&null).context("stderr to /dev/null")?;
         let mut f = OpenOptions::new()
             .create(true)
             .write(true)

@@ -31,6 +31,7 @@ pub mod packet;
 pub mod policy;
 pub mod queue;
 pub mod report;
+pub mod service;
 pub mod stats;
 pub mod system;
 pub mod trace;

@@ -133,6 +133,14 @@ impl Rules {
         Ok(installed)
     }
 
+    /// Whether the IPv4 and the IPv6 chain are installed.
+    pub fn families(&self) -> (bool, bool) {
+        (
+            self.families.contains(&Family::V4),
+            self.families.contains(&Family::V6),
+        )
+    }
+
     pub fn remove(mut self) -> Result<(), RulesError> {
         let families = std::mem::take(&mut self.families);
         families.into_iter().try_for_each(remove_family)

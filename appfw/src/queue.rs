@@ -19,7 +19,7 @@ use std::{
     os::unix::thread::JoinHandleExt,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        mpsc, Arc,
+        mpsc, Arc, Mutex,
     },
     thread,
     time::{Duration, Instant},
@@ -35,7 +35,7 @@ use crate::{
     packet,
     policy::{Policy, Reason, Verdict},
     report::Event,
-    stats::QueueStats,
+    stats::{Counters, QueueStats},
     verdicts::{self, SocketVerdicts},
 };
 use appfw_common::{flow::PROTO_TCP, PacketKey};
@@ -52,6 +52,12 @@ const QUEUE_MAX_LEN: u32 = 4096;
 /// here. Packets that do not fit are dropped by the kernel (counted as
 /// "user dropped" in /proc/net/netfilter/nfnetlink_queue).
 const RECV_BUFFER: libc::c_int = 16 << 20;
+/// An idle queue thread still wakes this often (its receive times out) and
+/// counts the wakeup as progress: a thread that stops counting is stuck,
+/// which the systemd watchdog acts on.
+const IDLE_WAKEUP: Duration = Duration::from_millis(500);
+/// How often the thread publishes its counters for `appfw status`.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Error)]
 pub enum QueueError {
@@ -106,29 +112,26 @@ pub fn bind(num: u16) -> Result<BoundQueue, QueueError> {
     // Overruns of the receive buffer show up as ENOBUFS, which is counted.
     queue.set_recv_enobufs(true).map_err(configure)?;
     set_recv_buffer(&queue, RECV_BUFFER)?;
+    set_recv_timeout(&queue, IDLE_WAKEUP).map_err(configure)?;
     Ok(BoundQueue { queue, num })
 }
 
 fn set_recv_buffer(queue: &nfq::Queue, bytes: libc::c_int) -> Result<(), QueueError> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid socket descriptor owned by `queue`, and an int option
-    // of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            queue.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            &bytes as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(QueueError::RecvBuffer {
+    rustix::net::sockopt::set_socket_recv_buffer_size_force(queue, bytes as usize).map_err(|e| {
+        QueueError::RecvBuffer {
             bytes,
-            source: io::Error::last_os_error(),
-        });
-    }
-    Ok(())
+            source: e.into(),
+        }
+    })
+}
+
+fn set_recv_timeout(queue: &nfq::Queue, timeout: Duration) -> io::Result<()> {
+    rustix::net::sockopt::set_socket_timeout(
+        queue,
+        rustix::net::sockopt::Timeout::Recv,
+        Some(timeout),
+    )
+    .map_err(Into::into)
 }
 
 /// Commands to the queue thread (checked between packets).
@@ -141,6 +144,8 @@ pub struct QueueHandle {
     stop: Arc<AtomicBool>,
     /// Commands sent and not yet taken by the thread.
     pending: Arc<AtomicU64>,
+    progress: Arc<AtomicU64>,
+    published: Arc<Mutex<Counters>>,
     thread: thread::JoinHandle<QueueStats>,
 }
 
@@ -169,13 +174,21 @@ pub fn spawn<S: OwnerStore + SocketVerdicts + Send + 'static>(
     let stop2 = stop.clone();
     let pending = Arc::new(AtomicU64::new(0));
     let pending2 = pending.clone();
+    let progress = Arc::new(AtomicU64::new(0));
+    let published = Arc::new(Mutex::new(Counters::default()));
+    let shared = Shared {
+        progress: progress.clone(),
+        published: published.clone(),
+    };
     let thread = thread::Builder::new()
         .name("appfw-queue".into())
-        .spawn(move || run(queue, setup, rx, &stop2, &pending2))?;
+        .spawn(move || run(queue, setup, rx, &stop2, &pending2, &shared))?;
     Ok(QueueHandle {
         commands: tx,
         stop,
         pending,
+        progress,
+        published,
         thread,
     })
 }
@@ -202,6 +215,19 @@ impl QueueHandle {
             thread::sleep(Duration::from_millis(2));
         }
         true
+    }
+
+    /// How many times the thread went round its loop (a packet, or an idle
+    /// wakeup at least every [`IDLE_WAKEUP`]): standing still means stuck.
+    pub fn progress(&self) -> u64 {
+        self.progress.load(Ordering::Relaxed)
+    }
+
+    /// The counters as the thread last published them (at most
+    /// [`PUBLISH_EVERY`] old).
+    pub fn counters(&self) -> Counters {
+        // A panic while holding the lock left plain numbers: still good.
+        *self.published.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// True when the thread has ended (it only ends on its own if it died).
@@ -243,22 +269,52 @@ fn install_wakeup_handler() -> io::Result<()> {
     Ok(())
 }
 
+/// What the queue thread shares with the service side, which only reads.
+struct Shared {
+    progress: Arc<AtomicU64>,
+    published: Arc<Mutex<Counters>>,
+}
+
+impl Shared {
+    /// Copies the counters out, never waiting: when a reader holds the
+    /// lock, this round is skipped and the next one publishes.
+    fn publish<S: OwnerStore>(&self, stats: &mut QueueStats, attributor: &Attributor<S>) {
+        if let Ok(mut c) = self.published.try_lock() {
+            stats.attribution = attributor.counts();
+            *c = stats.counters();
+        }
+    }
+}
+
 fn run<S: OwnerStore + SocketVerdicts>(
     bound: BoundQueue,
     mut setup: Setup<S>,
     commands: mpsc::Receiver<Command>,
     stop: &AtomicBool,
     pending: &AtomicU64,
+    shared: &Shared,
 ) -> QueueStats {
     let BoundQueue { mut queue, num } = bound;
     let mut stats = QueueStats::default();
     let mut reported = Reported::new();
     let mut last_stats = Instant::now();
+    let mut last_publish = Instant::now();
     let mut generation: u32 = 0;
     loop {
+        shared.progress.fetch_add(1, Ordering::Relaxed);
+        if last_publish.elapsed() >= PUBLISH_EVERY {
+            shared.publish(&mut stats, &setup.attributor);
+            last_publish = Instant::now();
+        }
         let mut msg = match queue.recv() {
             Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+            // A wakeup signal, or IDLE_WAKEUP passed without a packet.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                ) =>
+            {
                 if stop.load(Ordering::SeqCst) {
                     break;
                 }
@@ -352,6 +408,7 @@ fn run<S: OwnerStore + SocketVerdicts>(
             unparsed: unparsed.filter(|_| judged_unread),
         };
         let verdict = event.decision.verdict;
+        stats.count_decision(&event.decision);
         stats
             .decision
             .saturating_record((start.elapsed().as_nanos() as u64).max(1));
@@ -419,7 +476,7 @@ fn run<S: OwnerStore + SocketVerdicts>(
             }
         }
     }
-    stats.attribution = setup.attributor.counts();
+    shared.publish(&mut stats, &setup.attributor);
     stats
 }
 

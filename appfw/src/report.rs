@@ -165,6 +165,8 @@ pub struct Sinks {
     pub stdout: bool,
     pub file: Option<File>,
     pub syslog: Option<syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>>,
+    /// Under systemd: the journal, with fields (see `service::journal`).
+    pub journal: Option<systemd_journal_logger::JournalLog>,
     pub debug: bool,
 }
 
@@ -198,6 +200,7 @@ impl Sinks {
             stdout,
             file,
             syslog,
+            journal: None,
             debug,
         })
     }
@@ -232,23 +235,11 @@ pub fn open_syslog(
     syslog::unix(formatter).map_err(|e| ReportError::Syslog(e.to_string()))
 }
 
-/// `YYYY-MM-DD HH:MM:SS`, local time.
+/// `YYYY-MM-DD HH:MM:SS`, local time (the system's time zone, or `TZ`).
 pub fn timestamp() -> String {
-    // SAFETY: time and localtime_r with valid pointers; tm is plain data.
-    unsafe {
-        let now = libc::time(std::ptr::null_mut());
-        let mut tm: libc::tm = std::mem::zeroed();
-        libc::localtime_r(&now, &mut tm);
-        format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-            tm.tm_year + 1900,
-            tm.tm_mon + 1,
-            tm.tm_mday,
-            tm.tm_hour,
-            tm.tm_min,
-            tm.tm_sec
-        )
-    }
+    jiff::ZonedDateTime::now()
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string()
 }
 
 /// Capacity of the queue -> reporter channel.
@@ -305,6 +296,9 @@ pub fn spawn(mut sinks: Sinks) -> io::Result<(mpsc::SyncSender<Event>, thread::J
                 }
                 if let Some(line) = line(&ev) {
                     sinks.write(&line, matches!(ev.decision.verdict, Verdict::Block(_)));
+                    if let Some(j) = &sinks.journal {
+                        let _ = crate::service::journal::send(j, &line, &ev);
+                    }
                 }
             }
         })?;

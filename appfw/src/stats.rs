@@ -6,7 +6,22 @@ use std::fmt;
 
 use hdrhistogram::Histogram;
 
-use crate::attribution::{Counts, Source};
+use crate::{
+    attribution::{Counts, Source},
+    config::Action,
+    policy::{Decision, Reason, Verdict},
+};
+
+/// Label values of [`QueueStats::verdicts`]: the verdict, then the reason.
+pub const VERDICT_NAMES: [&str; 3] = ["accept", "drop", "reject"];
+pub const REASON_NAMES: [&str; 6] = [
+    "monitor",
+    "in-whitelist",
+    "not-in-whitelist",
+    "in-blacklist",
+    "not-in-blacklist",
+    "unknown",
+];
 
 pub struct QueueStats {
     /// Receive-to-verdict time in nanoseconds: until the verdict syscall
@@ -31,6 +46,9 @@ pub struct QueueStats {
     /// Packets whose judging panicked; they got the unknown-owner verdict.
     pub internal_errors: u64,
     pub attribution: Counts,
+    /// Decisions by verdict and reason (indices of [`VERDICT_NAMES`],
+    /// [`REASON_NAMES`]).
+    pub verdicts: [[u64; 6]; 3],
 }
 
 impl Default for QueueStats {
@@ -52,6 +70,67 @@ impl Default for QueueStats {
             reports_dropped: 0,
             internal_errors: 0,
             attribution: Counts::default(),
+            verdicts: [[0; 6]; 3],
+        }
+    }
+}
+
+/// `r`'s index in [`REASON_NAMES`].
+pub fn reason_index(r: Reason) -> usize {
+    match r {
+        Reason::Monitor => 0,
+        Reason::InWhitelist => 1,
+        Reason::NotInWhitelist => 2,
+        Reason::InBlacklist => 3,
+        Reason::NotInBlacklist => 4,
+        Reason::Unknown => 5,
+    }
+}
+
+/// The queue thread's counters without the histograms: what it publishes
+/// about once a second for `appfw status` (plain data, copied without
+/// allocating).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counters {
+    pub packets: u64,
+    pub accepted: u64,
+    pub blocked: u64,
+    pub unparsed: u64,
+    pub sender_lost: u64,
+    pub overruns: u64,
+    pub recv_errors: u64,
+    pub verdict_errors: u64,
+    pub reports_dropped: u64,
+    pub internal_errors: u64,
+    pub attribution: Counts,
+    pub verdicts: [[u64; 6]; 3],
+}
+
+impl QueueStats {
+    /// Counts one decision by verdict and reason (two array indices).
+    pub fn count_decision(&mut self, d: &Decision) {
+        let v = match d.verdict {
+            Verdict::Accept => 0,
+            Verdict::Block(Action::Drop) => 1,
+            Verdict::Block(Action::Reject) => 2,
+        };
+        self.verdicts[v][reason_index(d.reason)] += 1;
+    }
+
+    pub fn counters(&self) -> Counters {
+        Counters {
+            packets: self.packets,
+            accepted: self.accepted,
+            blocked: self.blocked,
+            unparsed: self.unparsed,
+            sender_lost: self.sender_lost,
+            overruns: self.overruns,
+            recv_errors: self.recv_errors,
+            verdict_errors: self.verdict_errors,
+            reports_dropped: self.reports_dropped,
+            internal_errors: self.internal_errors,
+            attribution: self.attribution,
+            verdicts: self.verdicts,
         }
     }
 }

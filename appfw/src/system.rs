@@ -7,7 +7,6 @@
 //! vanish with the process.
 
 use std::{
-    ffi::CString,
     io,
     os::fd::AsRawFd,
     path::{Path, PathBuf},
@@ -34,8 +33,7 @@ pub enum SystemError {
 }
 
 pub fn require_root() -> Result<(), SystemError> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         return Err(SystemError::NotRoot);
     }
     Ok(())
@@ -193,27 +191,14 @@ fn dir_has_entries(path: &Path) -> bool {
 }
 
 fn mount(source: &str, target: &Path, fstype: &str) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = |s: &[u8]| CString::new(s).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e));
-    let (source, target, fstype) = (
-        c(source.as_bytes())?,
-        c(target.as_os_str().as_bytes())?,
-        c(fstype.as_bytes())?,
-    );
-    // SAFETY: valid NUL-terminated strings; no data argument.
-    let rc = unsafe {
-        libc::mount(
-            source.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    rustix::mount::mount(
+        source,
+        target,
+        fstype,
+        rustix::mount::MountFlags::empty(),
+        None,
+    )
+    .map_err(io::Error::from)
 }
 
 /// `SO_NETNS_COOKIE` (Linux 5.14 for getsockopt); not in every libc.
@@ -245,22 +230,11 @@ pub fn netns_cookie() -> Result<u64, SystemError> {
 
 /// Clock ticks per second, for /proc/PID/stat times.
 pub fn clock_ticks() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as u64
-    } else {
-        100
-    }
+    rustix::param::clock_ticks_per_second()
 }
 
 /// `CLOCK_BOOTTIME` now, in ns: the clock of the eBPF records.
 pub fn boottime_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -4,6 +4,7 @@
 mod bench;
 mod ebpf;
 mod fuzz;
+mod install;
 mod system;
 
 use std::{path::PathBuf, process::Command};
@@ -41,6 +42,13 @@ enum Task {
     Bench(bench::Args),
     /// fmt and clippy for every crate, the eBPF one included.
     Lint,
+    /// Install the binary, configuration, systemd unit, man page and
+    /// completions (into --destdir, below --prefix).
+    Install(install::Args),
+    /// Remove what `install` put there (with the same --destdir, --prefix).
+    Uninstall(install::Args),
+    /// Build the Debian package (cargo-deb) into target/debian/.
+    Deb(install::DebArgs),
     /// Fuzz the packet and configuration parsers (nightly, cargo-fuzz).
     Fuzz {
         /// Seconds per target.
@@ -113,6 +121,9 @@ fn main() -> Result<()> {
         Task::Test { args } => test(args),
         Task::Bench(args) => bench::run(args),
         Task::Lint => lint(),
+        Task::Install(args) => install::install(args),
+        Task::Uninstall(args) => install::uninstall(args),
+        Task::Deb(args) => install::deb(args),
         Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::BenchServe { tcp, udp, threads } => bench::load::serve(tcp, udp, threads),
         Task::BenchLoad {
@@ -221,7 +232,7 @@ pub fn clean_env(cmd: &mut Command) -> &mut Command {
     cmd
 }
 
-fn build_release() -> Result<PathBuf> {
+pub fn build_release() -> Result<PathBuf> {
     ebpf::build()?;
     run_cmd(cargo().args(["build", "--release", "--package", "appfw"]))?;
     Ok(root().join("target/release/appfw"))

@@ -115,6 +115,10 @@ pub fn ensure_test_tools() -> Result<()> {
             ("unshare", "util-linux"),
             ("setpriv", "util-linux"),
             ("/usr/bin/ping", "iputils-ping"),
+            // The service tests: the unit, the man page.
+            ("systemd-analyze", "systemd"),
+            ("man", "man-db"),
+            ("dpkg-deb", "dpkg"),
         ],
         "the integration tests",
     )

@@ -544,6 +544,16 @@ impl Daemon {
     /// Starts appfw with `args`, a trace file and, if given, a
     /// configuration; waits until it reports that it runs.
     pub fn start(bed: &Bed, args: &[&str], config: Option<&str>) -> Daemon {
+        Self::start_with_env(bed, args, config, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables.
+    pub fn start_with_env(
+        bed: &Bed,
+        args: &[&str],
+        config: Option<&str>,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Daemon {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::SeqCst);
         let stderr = bed.dir.join(format!("appfw-{n}.err"));
@@ -551,6 +561,7 @@ impl Daemon {
         let trace = bed.dir.join(format!("appfw-{n}.trace"));
         let mut cmd = bed.in_client(appfw_bin());
         cmd.args(args).arg("-t").arg(&trace);
+        cmd.envs(env.iter().copied());
         if let Some(text) = config {
             let path = write_config(&bed.dir, text);
             cmd.arg("-c").arg(path);

@@ -978,6 +978,16 @@ impl std::os::unix::io::AsRawFd for Queue {
     }
 }
 
+// appfw's patch: the socket as a borrowed descriptor, for safe socket
+// option calls.
+impl std::os::fd::AsFd for Queue {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: the queue owns `fd` from open() until drop, which cannot
+        // happen while the returned borrow of `self` lives.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd) }
+    }
+}
+
 impl Drop for Queue {
     fn drop(&mut self) {
         unsafe { close(self.fd) };

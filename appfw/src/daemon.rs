@@ -222,7 +222,7 @@ fn serve(
             v4: rules_v4,
             v6: rules_v6,
         },
-        counters: control::CountersStatus::of(&handle.counters()),
+        counters: handle.counters(),
         attribution: control::attribution_of(&handle.counters()),
         kernel_queue: KernelQueue::read(queue_num).ok().flatten().map(Into::into),
     };

@@ -280,7 +280,7 @@ impl Shared {
     /// lock, this round is skipped and the next one publishes.
     fn publish<S: OwnerStore>(&self, stats: &mut QueueStats, attributor: &Attributor<S>) {
         if let Ok(mut c) = self.published.try_lock() {
-            stats.attribution = attributor.counts();
+            stats.counts.attribution = attributor.counts();
             *c = stats.counters();
         }
     }
@@ -325,15 +325,15 @@ fn run<S: OwnerStore + SocketVerdicts>(
                 // The receive buffer overflowed: the kernel dropped what did
                 // not fit (never accepted: the queue is not fail-open) and
                 // counts it; the daemon reports those counters.
-                stats.overruns += 1;
+                stats.counts.overruns += 1;
                 continue;
             }
             Err(e) => {
-                stats.recv_errors += 1;
-                if stats.recv_errors.is_power_of_two() {
+                stats.counts.recv_errors += 1;
+                if stats.counts.recv_errors.is_power_of_two() {
                     log::warn!(
                         "reading NFQUEUE {num} failed ({} times so far): {e}",
-                        stats.recv_errors
+                        stats.counts.recv_errors
                     );
                 }
                 // Not a burst but a broken socket: do not spin.
@@ -343,7 +343,7 @@ fn run<S: OwnerStore + SocketVerdicts>(
         };
         let start = Instant::now();
         apply_commands(&commands, &mut setup, &mut generation, pending);
-        stats.packets += 1;
+        stats.counts.packets += 1;
 
         let payload = msg.get_payload();
         // Every packet gets the policy's verdict; one appfw cannot read is
@@ -351,7 +351,7 @@ fn run<S: OwnerStore + SocketVerdicts>(
         let (key, unparsed) = match packet::flow_key(payload, setup.netns) {
             Ok(key) => (key, None),
             Err(u) => {
-                stats.unparsed += 1;
+                stats.counts.unparsed += 1;
                 (u.key, Some(u.why))
             }
         };
@@ -377,7 +377,7 @@ fn run<S: OwnerStore + SocketVerdicts>(
             _ => (None, false),
         };
         if lost {
-            stats.sender_lost += 1;
+            stats.counts.sender_lost += 1;
         }
         // Whatever goes wrong while judging, the packet still gets a
         // verdict: the one for an unknown owner.
@@ -395,7 +395,7 @@ fn run<S: OwnerStore + SocketVerdicts>(
             (a.source, a.process, decision)
         }));
         let (source, process, decision) = judged.unwrap_or_else(|_| {
-            stats.internal_errors += 1;
+            stats.counts.internal_errors += 1;
             (Source::Unknown, None, setup.policy.decide(None))
         });
         let judged_unread = unparsed.is_some() && process.is_none();
@@ -427,32 +427,32 @@ fn run<S: OwnerStore + SocketVerdicts>(
         match verdict {
             _ if stored && !unique_key => {
                 match verdict {
-                    Verdict::Accept => stats.accepted += 1,
-                    Verdict::Block(_) => stats.blocked += 1,
+                    Verdict::Accept => stats.counts.accepted += 1,
+                    Verdict::Block(_) => stats.counts.blocked += 1,
                 }
                 msg.set_verdict(NfVerdict::Repeat);
             }
             Verdict::Accept => {
-                stats.accepted += 1;
+                stats.counts.accepted += 1;
                 msg.set_verdict(NfVerdict::Accept);
             }
             Verdict::Block(Action::Drop) => {
-                stats.blocked += 1;
+                stats.counts.blocked += 1;
                 msg.set_verdict(NfVerdict::Drop);
             }
             Verdict::Block(Action::Reject) => {
                 // Back through OUTPUT, where appfw's mark rule rejects it.
-                stats.blocked += 1;
+                stats.counts.blocked += 1;
                 msg.set_nfmark(REJECT_MARK);
                 msg.set_verdict(NfVerdict::Repeat);
             }
         }
         if let Err(e) = queue.verdict(msg) {
-            stats.verdict_errors += 1;
-            if stats.verdict_errors.is_power_of_two() {
+            stats.counts.verdict_errors += 1;
+            if stats.counts.verdict_errors.is_power_of_two() {
                 log::warn!(
                     "sending a verdict to NFQUEUE {num} failed ({} times so far): {e}",
-                    stats.verdict_errors
+                    stats.counts.verdict_errors
                 );
             }
         }
@@ -465,12 +465,12 @@ fn run<S: OwnerStore + SocketVerdicts>(
         if setup.debug || reported.wanted(&ev) {
             ev.latency_ns = elapsed;
             if setup.reports.try_send(ev).is_err() {
-                stats.reports_dropped += 1;
+                stats.counts.reports_dropped += 1;
             }
         }
         if let Some(every) = setup.stats_every {
             if last_stats.elapsed() >= every {
-                stats.attribution = setup.attributor.counts();
+                stats.counts.attribution = setup.attributor.counts();
                 eprintln!("appfw: {stats}");
                 last_stats = Instant::now();
             }

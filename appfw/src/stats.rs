@@ -5,6 +5,7 @@
 use std::fmt;
 
 use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     attribution::{Counts, Source},
@@ -30,25 +31,7 @@ pub struct QueueStats {
     /// Receive-to-decision time in nanoseconds: appfw's own part (parsing,
     /// attribution, policy), without the verdict syscall.
     pub decision: Histogram<u64>,
-    pub packets: u64,
-    pub accepted: u64,
-    pub blocked: u64,
-    /// Packets appfw could not read (judged as from an unknown owner).
-    pub unparsed: u64,
-    /// Packets whose socket record in front of the queue was overrun.
-    pub sender_lost: u64,
-    /// Receive buffer overruns (ENOBUFS): the kernel dropped packets.
-    pub overruns: u64,
-    pub recv_errors: u64,
-    pub verdict_errors: u64,
-    /// Report events lost because the reporter lagged (verdicts never are).
-    pub reports_dropped: u64,
-    /// Packets whose judging panicked; they got the unknown-owner verdict.
-    pub internal_errors: u64,
-    pub attribution: Counts,
-    /// Decisions by verdict and reason (indices of [`VERDICT_NAMES`],
-    /// [`REASON_NAMES`]).
-    pub verdicts: [[u64; 6]; 3],
+    pub counts: Counters,
 }
 
 impl Default for QueueStats {
@@ -59,18 +42,7 @@ impl Default for QueueStats {
                 .expect("valid histogram bounds"),
             decision: Histogram::new_with_bounds(1, 60_000_000_000, 3)
                 .expect("valid histogram bounds"),
-            packets: 0,
-            accepted: 0,
-            blocked: 0,
-            unparsed: 0,
-            sender_lost: 0,
-            overruns: 0,
-            recv_errors: 0,
-            verdict_errors: 0,
-            reports_dropped: 0,
-            internal_errors: 0,
-            attribution: Counts::default(),
-            verdicts: [[0; 6]; 3],
+            counts: Counters::default(),
         }
     }
 }
@@ -88,21 +60,31 @@ pub fn reason_index(r: Reason) -> usize {
 }
 
 /// The queue thread's counters without the histograms: what it publishes
-/// about once a second for `appfw status` (plain data, copied without
-/// allocating).
-#[derive(Clone, Copy, Debug, Default)]
+/// about once a second for `appfw status` and /metrics (plain data, copied
+/// without allocating). `appfw status --json` shows all but the last two.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
     pub packets: u64,
     pub accepted: u64,
     pub blocked: u64,
+    /// Packets appfw could not read (judged by their socket, else as from
+    /// an unknown owner).
     pub unparsed: u64,
+    /// Packets whose socket record in front of the queue was overrun.
     pub sender_lost: u64,
+    /// Receive buffer overruns (ENOBUFS): the kernel dropped packets.
     pub overruns: u64,
     pub recv_errors: u64,
     pub verdict_errors: u64,
+    /// Report events lost because the reporter lagged (verdicts never are).
     pub reports_dropped: u64,
+    /// Packets whose judging panicked; they got the unknown-owner verdict.
     pub internal_errors: u64,
+    #[serde(skip)]
     pub attribution: Counts,
+    /// Decisions by verdict and reason (indices of [`VERDICT_NAMES`],
+    /// [`REASON_NAMES`]).
+    #[serde(skip)]
     pub verdicts: [[u64; 6]; 3],
 }
 
@@ -114,24 +96,11 @@ impl QueueStats {
             Verdict::Block(Action::Drop) => 1,
             Verdict::Block(Action::Reject) => 2,
         };
-        self.verdicts[v][reason_index(d.reason)] += 1;
+        self.counts.verdicts[v][reason_index(d.reason)] += 1;
     }
 
     pub fn counters(&self) -> Counters {
-        Counters {
-            packets: self.packets,
-            accepted: self.accepted,
-            blocked: self.blocked,
-            unparsed: self.unparsed,
-            sender_lost: self.sender_lost,
-            overruns: self.overruns,
-            recv_errors: self.recv_errors,
-            verdict_errors: self.verdict_errors,
-            reports_dropped: self.reports_dropped,
-            internal_errors: self.internal_errors,
-            attribution: self.attribution,
-            verdicts: self.verdicts,
-        }
+        self.counts
     }
 }
 
@@ -190,11 +159,11 @@ impl fmt::Display for QueueStats {
         write!(
             f,
             "packets {} (accepted {}, blocked {}, not understood {}, socket record overrun {}), receive buffer overruns {}, recv errors {}, verdict errors {}, reports dropped {}, internal errors {}; attribution:",
-            self.packets, self.accepted, self.blocked, self.unparsed, self.sender_lost, self.overruns, self.recv_errors, self.verdict_errors, self.reports_dropped, self.internal_errors
+            self.counts.packets, self.counts.accepted, self.counts.blocked, self.counts.unparsed, self.counts.sender_lost, self.counts.overruns, self.counts.recv_errors, self.counts.verdict_errors, self.counts.reports_dropped, self.counts.internal_errors
         )?;
         for s in Source::ALL {
-            write!(f, " {} {}", s.name(), self.attribution.get(s))?;
+            write!(f, " {} {}", s.name(), self.counts.attribution.get(s))?;
         }
-        write!(f, "; process records missing {}", self.attribution.1)
+        write!(f, "; process records missing {}", self.counts.attribution.1)
     }
 }

@@ -166,7 +166,7 @@ pub enum Mode {
 }
 
 /// Per-path counts, and owners whose kernel process record was missing.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts(pub [u64; 6], pub u64);
 
 impl Counts {

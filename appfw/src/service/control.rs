@@ -37,7 +37,8 @@ pub struct Status {
     pub uptime_secs: u64,
     pub fail: String,
     pub rules: RulesStatus,
-    pub counters: CountersStatus,
+    /// The queue thread's counters (JSON: all but attribution and verdicts).
+    pub counters: Counters,
     /// Packets per attribution source.
     pub attribution: Vec<(String, u64)>,
     /// The kernel's view, from /proc/net/netfilter/nfnetlink_queue.
@@ -49,20 +50,6 @@ pub struct RulesStatus {
     /// appfw installed its chain (false with --no-rules).
     pub v4: bool,
     pub v6: bool,
-}
-
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct CountersStatus {
-    pub packets: u64,
-    pub accepted: u64,
-    pub blocked: u64,
-    pub unparsed: u64,
-    pub sender_lost: u64,
-    pub overruns: u64,
-    pub recv_errors: u64,
-    pub verdict_errors: u64,
-    pub reports_dropped: u64,
-    pub internal_errors: u64,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -83,23 +70,6 @@ impl From<KernelQueue> for KernelQueueStatus {
             waiting: k.waiting,
             dropped: k.queue_dropped,
             user_dropped: k.user_dropped,
-        }
-    }
-}
-
-impl CountersStatus {
-    pub fn of(c: &Counters) -> Self {
-        CountersStatus {
-            packets: c.packets,
-            accepted: c.accepted,
-            blocked: c.blocked,
-            unparsed: c.unparsed,
-            sender_lost: c.sender_lost,
-            overruns: c.overruns,
-            recv_errors: c.recv_errors,
-            verdict_errors: c.verdict_errors,
-            reports_dropped: c.reports_dropped,
-            internal_errors: c.internal_errors,
         }
     }
 }

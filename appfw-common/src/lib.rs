@@ -17,7 +17,7 @@ pub mod verdict;
 pub use flow::FlowKey;
 pub use maps::SocketEvent;
 pub use owner::{KernelOffsets, Owner, ProcKey, ProcRecord};
-pub use verdict::{PacketKey, QueuedPacket, SocketVerdict};
+pub use verdict::{KernelVerdictEvent, PacketKey, ProcVerdict, QueuedPacket, SocketVerdict};
 
 #[cfg(feature = "user")]
 mod pod {
@@ -38,4 +38,8 @@ mod pod {
     unsafe impl aya::Pod for super::SocketVerdict {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::QueuedPacket {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ProcVerdict {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::KernelVerdictEvent {}
 }

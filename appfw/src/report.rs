@@ -38,6 +38,9 @@ pub struct Event {
     /// Why the packet could not be read (it was judged as from an unknown
     /// owner; `key` holds what was readable).
     pub unparsed: Option<&'static str>,
+    /// The kernel decided this flow with its process's verdict; the queue
+    /// never saw it.
+    pub in_kernel: bool,
 }
 
 #[derive(Debug, Error)]
@@ -145,7 +148,12 @@ pub fn debug_line(ev: &Event) -> String {
         None => ("?".into(), 0, String::new()),
     };
     format!(
-        "packet {}{} source={} pid={} exe='{}' command='{}' reason={:?} verdict={} latency={:.1}us",
+        "{} {}{} source={} pid={} exe='{}' command='{}' reason={:?} verdict={} latency={:.1}us",
+        if ev.in_kernel {
+            "kernel verdict"
+        } else {
+            "packet"
+        },
         tuple(&ev.key),
         ev.unparsed
             .map(|why| format!(" not understood ({why})"))
@@ -328,6 +336,7 @@ mod tests {
             source: Source::Ebpf,
             process,
             decision: Decision { verdict, reason },
+            in_kernel: false,
             latency_ns: 1000,
             unparsed: None,
         }

@@ -57,8 +57,7 @@ pub fn socket_has(ctx: &SkBuffContext, wanted: u8) -> i64 {
 /// the packet's first bytes for the report.
 #[inline(always)]
 fn report(ctx: &SkBuffContext, owner: &Owner, verdict: SocketVerdict) {
-    let Some(mut entry) = maps::APPFW_KERNEL_VERDICT_EVENTS.reserve::<KernelVerdictEvent>(0)
-    else {
+    let Some(mut entry) = maps::APPFW_KERNEL_VERDICT_EVENTS.reserve::<KernelVerdictEvent>(0) else {
         maps::count(counter::VERDICT_EVENTS_LOST);
         return;
     };
@@ -71,10 +70,13 @@ fn report(ctx: &SkBuffContext, owner: &Owner, verdict: SocketVerdict) {
         (*e)._pad = 0;
         (*e).head = [0; EVENT_HEAD_LEN];
         let len = ctx.len() as usize;
-        let n = if len > EVENT_HEAD_LEN { EVENT_HEAD_LEN } else { len };
+        let n = if len > EVENT_HEAD_LEN {
+            EVENT_HEAD_LEN
+        } else {
+            len
+        };
         (*e).head_len = 0;
-        if n > 0
-            && bpf_skb_load_bytes(ctx.as_ptr(), 0, (&raw mut (*e).head).cast(), n as u32) == 0
+        if n > 0 && bpf_skb_load_bytes(ctx.as_ptr(), 0, (&raw mut (*e).head).cast(), n as u32) == 0
         {
             (*e).head_len = n as u32;
         }

@@ -592,7 +592,11 @@ pub(crate) mod tests {
         let off = parse_str("[global]\nkernel-verdicts = false\n", "t.toml").unwrap();
         assert!(!off.kernel_verdicts);
         let e = parse_str("[global]\nkernel-verdicts = \"no\"\n", "t.toml").unwrap_err();
-        assert!(e.to_string().contains("t.toml:2: key `global.kernel-verdicts`"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("t.toml:2: key `global.kernel-verdicts`"),
+            "{e}"
+        );
         let c = parse_str("[global]\nmetrics = \"127.0.0.1:9464\"\n", "t.toml").unwrap();
         assert_eq!(c.metrics, Some("127.0.0.1:9464".parse().unwrap()));
         let e = parse_str("[global]\n\nmetrics = \"localhost\"\n", "t.toml").unwrap_err();

@@ -181,7 +181,7 @@ fn serve(
             stats_every: args.debug.then_some(Duration::from_secs(10)),
             debug: args.debug && !args.daemon,
             socket_verdicts: rules.is_some(),
-            kernel_verdicts: rules.is_some() && kernel_verdicts(&args, &config),
+            kernel_verdicts: rules.is_some() && kernel_verdicts(args, &config),
         },
     )
     .context("starting the queue thread")?;
@@ -230,7 +230,7 @@ fn serve(
             let hooks = programs.counters();
             let count = |name: &str| hooks.iter().find(|(n, _)| *n == name).map_or(0, |h| h.1);
             control::DecidedStatus {
-                kernel_verdicts: rules.is_some() && kernel_verdicts(&args, running),
+                kernel_verdicts: rules.is_some() && kernel_verdicts(args, running),
                 in_kernel: count("process_verdict"),
                 queued: count("queued"),
             }
@@ -329,7 +329,7 @@ fn serve(
                         }
                         let command = Command::SetPolicy {
                             policy: Arc::new(Policy::new(mode, &next)),
-                            kernel_verdicts: kernel_verdicts(&args, &next),
+                            kernel_verdicts: kernel_verdicts(args, &next),
                         };
                         if handle.send(command) {
                             log::info!("a listed file changed (a package upgrade?): policy updated");

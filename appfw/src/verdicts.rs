@@ -150,7 +150,14 @@ mod tests {
         }
         let garbage = SocketVerdict {
             action: 9,
-            ..encode(Decision { verdict: Verdict::Accept, reason: Reason::Monitor }, 0, false)
+            ..encode(
+                Decision {
+                    verdict: Verdict::Accept,
+                    reason: Reason::Monitor,
+                },
+                0,
+                false,
+            )
         };
         assert_eq!(decode(garbage), None);
     }

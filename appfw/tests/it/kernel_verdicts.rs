@@ -157,11 +157,17 @@ fn a_reload_that_blacklists_a_long_lived_program_blocks_its_next_connection() {
     let mut sender = Sender::start(&bed);
     for i in 0..200 {
         let marker = format!("before-{i}");
-        assert!(sender.send("tcp", SERVER_V4, SINK_PORT, &marker), "{marker}");
+        assert!(
+            sender.send("tcp", SERVER_V4, SINK_PORT, &marker),
+            "{marker}"
+        );
     }
     assert!(bed.sink_got("before-199", Duration::from_secs(5)));
     let (kernel, _) = decided(&bed);
-    assert!(kernel >= 190, "only {kernel} of 200 flows decided in the kernel");
+    assert!(
+        kernel >= 190,
+        "only {kernel} of 200 flows decided in the kernel"
+    );
 
     write_config(
         &bed.dir,
@@ -294,7 +300,10 @@ fn monitor_reports_each_destination_once_when_the_kernel_decides() {
     }
     assert!(bed.sink_got("m-udp-9000-4", Duration::from_secs(5)));
     let (kernel, _) = decided(&bed);
-    assert!(kernel >= 13, "only {kernel} of 15 flows decided in the kernel");
+    assert!(
+        kernel >= 13,
+        "only {kernel} of 15 flows decided in the kernel"
+    );
     let pid = format!("pid={}", sender.pid());
     for (proto, port) in [("tcp", SINK_PORT), ("udp", SINK_PORT), ("tcp", HTTP_PORT)] {
         let dest = format!("'{proto}', '{CLIENT_V4}'");

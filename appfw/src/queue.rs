@@ -439,12 +439,16 @@ fn run<S: OwnerStore + SocketVerdicts>(
             });
         // The process's later sockets get the verdict in the kernel: only
         // a verdict made for the process the socket's record names (not
-        // for an unknown owner, whose next flow may be identified).
-        if let Some(owner) = socket.as_ref().and_then(|s| s.owner).filter(|_| {
+        // for an unknown owner, whose next flow may be identified), and
+        // only for an incarnation the kernel saw begin: start 0 (a process
+        // older than appfw, or one whose start could not be recorded)
+        // does not tell a pid's processes apart.
+        if let Some(owner) = socket.as_ref().and_then(|s| s.owner).filter(|o| {
             stored
                 && setup.kernel_verdicts
                 && source == Source::Socket
                 && event.decision.reason != Reason::Unknown
+                && o.start_ns != 0
         }) {
             let v = ProcVerdict {
                 verdict: verdicts::encode(event.decision, generation, report),

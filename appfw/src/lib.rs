@@ -34,5 +34,6 @@ pub mod report;
 pub mod service;
 pub mod stats;
 pub mod system;
+pub mod talkers;
 pub mod trace;
 pub mod verdicts;

@@ -36,6 +36,7 @@ use crate::{
     policy::{Policy, Reason, Verdict},
     report::Event,
     stats::{Counters, QueueStats},
+    talkers::Top,
     verdicts::{self, SocketVerdicts},
 };
 use appfw_common::{flow::PROTO_TCP, PacketKey};
@@ -146,6 +147,7 @@ pub struct QueueHandle {
     pending: Arc<AtomicU64>,
     progress: Arc<AtomicU64>,
     published: Arc<Mutex<Counters>>,
+    top: Arc<Mutex<Top>>,
     thread: thread::JoinHandle<QueueStats>,
 }
 
@@ -176,9 +178,11 @@ pub fn spawn<S: OwnerStore + SocketVerdicts + Send + 'static>(
     let pending2 = pending.clone();
     let progress = Arc::new(AtomicU64::new(0));
     let published = Arc::new(Mutex::new(Counters::default()));
+    let top = Arc::new(Mutex::new(Top::default()));
     let shared = Shared {
         progress: progress.clone(),
         published: published.clone(),
+        top: top.clone(),
     };
     let thread = thread::Builder::new()
         .name("appfw-queue".into())
@@ -189,6 +193,7 @@ pub fn spawn<S: OwnerStore + SocketVerdicts + Send + 'static>(
         pending,
         progress,
         published,
+        top,
         thread,
     })
 }
@@ -228,6 +233,11 @@ impl QueueHandle {
     pub fn counters(&self) -> Counters {
         // A panic while holding the lock left plain numbers: still good.
         *self.published.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The top executables by flows, as last published.
+    pub fn talkers(&self) -> Top {
+        self.top.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// True when the thread has ended (it only ends on its own if it died).
@@ -273,6 +283,7 @@ fn install_wakeup_handler() -> io::Result<()> {
 struct Shared {
     progress: Arc<AtomicU64>,
     published: Arc<Mutex<Counters>>,
+    top: Arc<Mutex<Top>>,
 }
 
 impl Shared {
@@ -282,6 +293,9 @@ impl Shared {
         if let Ok(mut c) = self.published.try_lock() {
             stats.counts.attribution = attributor.counts();
             *c = stats.counters();
+        }
+        if let Ok(mut t) = self.top.try_lock() {
+            stats.talkers.publish(&mut t);
         }
     }
 }
@@ -409,6 +423,7 @@ fn run<S: OwnerStore + SocketVerdicts>(
         };
         let verdict = event.decision.verdict;
         stats.count_decision(&event.decision);
+        stats.talkers.count(event.process.as_deref(), verdict);
         stats
             .decision
             .saturating_record((start.elapsed().as_nanos() as u64).max(1));

@@ -11,6 +11,7 @@ use crate::{
     attribution::{Counts, Source},
     config::Action,
     policy::{Decision, Reason, Verdict},
+    talkers::Talkers,
 };
 
 /// Label values of [`QueueStats::verdicts`]: the verdict, then the reason.
@@ -32,6 +33,8 @@ pub struct QueueStats {
     /// attribution, policy), without the verdict syscall.
     pub decision: Histogram<u64>,
     pub counts: Counters,
+    /// Flows per executable (see [`crate::talkers`]).
+    pub talkers: Talkers,
 }
 
 impl Default for QueueStats {
@@ -43,6 +46,7 @@ impl Default for QueueStats {
             decision: Histogram::new_with_bounds(1, 60_000_000_000, 3)
                 .expect("valid histogram bounds"),
             counts: Counters::default(),
+            talkers: Talkers::default(),
         }
     }
 }
@@ -86,6 +90,12 @@ pub struct Counters {
     /// [`REASON_NAMES`]).
     #[serde(skip)]
     pub verdicts: [[u64; 6]; 3],
+    /// [`QueueStats::latency`] and [`QueueStats::decision`] in the buckets
+    /// of /metrics' histograms.
+    #[serde(skip)]
+    pub latency: Buckets,
+    #[serde(skip)]
+    pub decision: Buckets,
 }
 
 impl QueueStats {
@@ -99,8 +109,53 @@ impl QueueStats {
         self.counts.verdicts[v][reason_index(d.reason)] += 1;
     }
 
+    /// The counters, with the histograms put in buckets (a pass over the
+    /// histograms' arrays: once per publication, not per packet).
     pub fn counters(&self) -> Counters {
-        self.counts
+        Counters {
+            latency: Buckets::of(&self.latency),
+            decision: Buckets::of(&self.decision),
+            ..self.counts
+        }
+    }
+}
+
+/// Upper bounds of the histogram buckets in /metrics, in seconds: from a
+/// few microseconds (a cache hit) to the /proc deadline and beyond.
+pub const BUCKET_BOUNDS: [f64; 16] = [
+    5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3,
+    100e-3, 250e-3, 1.0,
+];
+
+/// A histogram in [`BUCKET_BOUNDS`] (the last bucket: above them), plain
+/// data. Counts per bucket, not cumulative.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Buckets {
+    pub counts: [u64; BUCKET_BOUNDS.len() + 1],
+    pub count: u64,
+    /// The sum of the recorded values, in nanoseconds (from the
+    /// histogram's mean: within its 3 significant digits).
+    pub sum_ns: u64,
+}
+
+impl Buckets {
+    fn of(h: &Histogram<u64>) -> Buckets {
+        let mut b = Buckets {
+            count: h.len(),
+            sum_ns: (h.mean() * h.len() as f64) as u64,
+            ..Buckets::default()
+        };
+        let mut i = 0;
+        for v in h.iter_recorded() {
+            // Values equivalent at the histogram's precision share a step;
+            // the step's lowest value decides the bucket.
+            let secs = h.lowest_equivalent(v.value_iterated_to()) as f64 / 1e9;
+            while i < BUCKET_BOUNDS.len() && secs > BUCKET_BOUNDS[i] {
+                i += 1;
+            }
+            b.counts[i] += v.count_since_last_iteration();
+        }
+        b
     }
 }
 
@@ -165,5 +220,30 @@ impl fmt::Display for QueueStats {
             write!(f, " {} {}", s.name(), self.counts.attribution.get(s))?;
         }
         write!(f, "; process records missing {}", self.counts.attribution.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_put_in_the_metrics_buckets() {
+        let mut s = QueueStats::default();
+        // 5 us exactly (the first bound is inclusive), 7 us, 30 ms, 2 s.
+        for ns in [5_000, 7_000, 30_000_000, 2_000_000_000] {
+            s.decision.record(ns).unwrap();
+        }
+        let b = s.counters().decision;
+        let mut want = [0; BUCKET_BOUNDS.len() + 1];
+        want[0] = 1;
+        want[1] = 1;
+        want[12] = 1;
+        want[BUCKET_BOUNDS.len()] = 1;
+        assert_eq!(b.counts, want);
+        assert_eq!(b.count, 4);
+        let sum = 2_030_012_000.0;
+        assert!((b.sum_ns as f64 - sum).abs() / sum < 1e-3, "{}", b.sum_ns);
+        assert_eq!(s.counters().latency, Buckets::default());
     }
 }

@@ -5,5 +5,6 @@
 
 pub mod control;
 pub mod journal;
+pub mod map_fill;
 pub mod metrics;
 pub mod notify;

@@ -1,8 +1,9 @@
 //! Flows per executable: the one place that counts a flow for a program.
 //!
 //! The queue thread counts each flow it judges ([`Talkers::count`]);
-//! flows the kernel decided on its own (a per-process verdict's `applied`
-//! count) are added with one call to [`Talkers::add`]. The table is bounded:
+//! flows the kernel decided on its own are added with one call to
+//! [`Talkers::add`]: for a per-process verdict whose `applied` count grew
+//! from `a` to `b` since it was last read, `add(exe, verdict, b - a)`. The table is bounded:
 //! it counts at most [`TRACKED`] executables by name, the rest as `other`,
 //! so neither memory nor the metrics' label values grow with what runs on
 //! the machine. It is owned by the queue thread; [`Talkers::publish`]

@@ -379,6 +379,37 @@ mod tests {
     }
 
     #[test]
+    fn an_executable_path_cannot_forge_a_series() {
+        let mut top = Top::default();
+        top.top.push(crate::talkers::Talker {
+            exe: "/tmp/x\",verdict=\"accept\"} 1\nappfw_packets_total 999\n#".into(),
+            flows: crate::talkers::Flows {
+                accepted: 1,
+                blocked: 0,
+            },
+        });
+        let text = render(&Snapshot {
+            counters: Counters::default(),
+            kernel_queue: None,
+            hooks: &[],
+            talkers: &top,
+            maps: &[],
+        });
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("appfw_packets_total 999")),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("appfw_executable_flows_total{exe=\"/tmp/x\\\""))
+                && text.lines().any(|l| l == "appfw_packets_total 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn the_grafana_dashboard_plots_only_metrics_that_exist() {
         let text = render(&Snapshot {
             counters: Counters::default(),

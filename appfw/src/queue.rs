@@ -424,9 +424,7 @@ fn run<S: OwnerStore + SocketVerdicts>(
         let verdict = event.decision.verdict;
         stats.count_decision(&event.decision);
         stats.talkers.count(event.process.as_deref(), verdict);
-        stats
-            .decision
-            .saturating_record((start.elapsed().as_nanos() as u64).max(1));
+        stats.record_decision(start.elapsed().as_nanos() as u64);
         // The socket's later packets are decided in the kernel from now
         // on. Where two sockets may share a key (UDP, ICMP), this packet
         // goes back through the chain to meet its own socket's verdict: if
@@ -472,7 +470,7 @@ fn run<S: OwnerStore + SocketVerdicts>(
             }
         }
         let elapsed = start.elapsed().as_nanos() as u64;
-        stats.latency.saturating_record(elapsed.max(1));
+        stats.record_latency(elapsed);
 
         // Waking the reporter costs a context switch: only for lines it
         // will print.

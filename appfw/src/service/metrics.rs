@@ -16,7 +16,7 @@ use super::map_fill::Level;
 use crate::{
     attribution::Source,
     kernel_queue::KernelQueue,
-    stats::{Buckets, Counters, BUCKET_BOUNDS, REASON_NAMES, VERDICT_NAMES},
+    stats::{Buckets, Counters, BUCKET_BOUNDS_NS, REASON_NAMES, VERDICT_NAMES},
     talkers::Top,
 };
 
@@ -39,9 +39,9 @@ struct Seconds(Buckets);
 impl EncodeMetric for Seconds {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
         let b = &self.0;
-        let buckets: Vec<(f64, u64)> = BUCKET_BOUNDS
+        let buckets: Vec<(f64, u64)> = BUCKET_BOUNDS_NS
             .iter()
-            .copied()
+            .map(|&ns| ns as f64 / 1e9)
             .chain([f64::INFINITY])
             .zip(b.counts)
             .collect();
@@ -329,7 +329,7 @@ mod tests {
         let mut c = Counters::default();
         // 3 decisions: 2 in the 10-25 us bucket, one above every bound.
         c.decision.counts[2] = 2;
-        c.decision.counts[BUCKET_BOUNDS.len()] = 1;
+        c.decision.counts[BUCKET_BOUNDS_NS.len()] = 1;
         c.decision.count = 3;
         c.decision.sum_ns = 2_000_040_000;
         c.attribution.2 = crate::attribution::CacheCounts {

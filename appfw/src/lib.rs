@@ -11,6 +11,7 @@
 //! owner -> decision ............................ policy.rs
 //! decision -> socket verdict, packet verdict ... queue.rs, verdicts.rs
 //! verdict -> report line ....................... report.rs (log, trace file, syslog)
+//! verdict -> counters, flows per executable .... stats.rs, talkers.rs
 //! ```
 //!
 //! `daemon.rs` wires these together; `netfilter.rs` owns the rules that
@@ -34,5 +35,6 @@ pub mod report;
 pub mod service;
 pub mod stats;
 pub mod system;
+pub mod talkers;
 pub mod trace;
 pub mod verdicts;

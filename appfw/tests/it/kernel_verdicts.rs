@@ -137,6 +137,21 @@ fn a_judged_program_s_later_flows_are_decided_in_the_kernel() {
                 kernel >= flows - 1 && queued <= 4,
                 "{flows} flows: {kernel} decided in the kernel, {queued} packets queued"
             );
+            // Flows decided in the kernel count for the executable too.
+            wait_for(
+                Duration::from_secs(5),
+                "python's flows in the top talkers",
+                || {
+                    let s = status(&bed);
+                    s["top_talkers"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|t| t["exe"] == python_exe().as_str())
+                        .filter(|t| t["accepted"].as_u64() >= Some(flows))
+                        .map(|_| ())
+                },
+            );
         } else {
             assert!(
                 kernel == 0 && queued >= flows,

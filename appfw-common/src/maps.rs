@@ -29,6 +29,13 @@ pub const VERDICTS_CAPACITY: u32 = 65_536;
 pub const PROC_VERDICTS: &str = "APPFW_PROC_VERDICTS";
 pub const PROC_VERDICTS_CAPACITY: u32 = 16_384;
 
+/// [`crate::verdict::ReportedKey`] -> 1: destinations whose first flow
+/// from a process was reported from the kernel in `--monitor` mode, so
+/// that later flows there send no event (LRU: a forgotten one costs one
+/// event more, which the daemon drops as a repeat).
+pub const REPORTED: &str = "APPFW_REPORTED";
+pub const REPORTED_CAPACITY: u32 = 16_384;
+
 /// Ring buffer of [`crate::KernelVerdictEvent`]s: process verdicts the
 /// kernel gave to new sockets, when the daemon asked for a report.
 pub const KERNEL_VERDICT_EVENTS: &str = "APPFW_KERNEL_VERDICT_EVENTS";

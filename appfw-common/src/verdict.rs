@@ -36,6 +36,32 @@ pub mod reason {
     pub const UNKNOWN: u8 = 6;
 }
 
+/// [`SocketVerdict::report`] values.
+pub mod report {
+    /// Not reported (an accept by the lists).
+    pub const NONE: u8 = 0;
+    /// Every flow (blocks, unknown owners, `--debug`).
+    pub const EVERY_FLOW: u8 = 1;
+    /// A process's first flow to each destination (`--monitor`): the
+    /// kernel remembers which it reported ([`ReportedKey`]).
+    pub const NEW_DESTINATION: u8 = 2;
+}
+
+/// A destination a process incarnation's flow was reported for
+/// ([`crate::maps::REPORTED`]); addresses and port in network order, an
+/// IPv4 address in bytes 0..4.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ReportedKey {
+    pub start_ns: u64,
+    pub pid: u32,
+    /// The IP protocol field of the packet's fixed header.
+    pub proto: u8,
+    pub _pad: u8,
+    pub dport: [u8; 2],
+    pub daddr: [u8; 16],
+}
+
 /// What the daemon decided for a socket, valid while
 /// [`SocketVerdict::generation`] equals the policy generation in
 /// [`crate::maps::SETTINGS`] (a reload bumps it, so every socket is judged
@@ -48,8 +74,9 @@ pub struct SocketVerdict {
     pub action: u8,
     /// One of [`reason`].
     pub reason: u8,
-    /// 1: when the kernel gives this verdict to a new socket, it sends a
-    /// [`KernelVerdictEvent`] (the daemon would have reported the flow).
+    /// One of [`report`]: when the kernel gives this verdict to a new
+    /// socket, whether it sends a [`KernelVerdictEvent`] (the daemon would
+    /// have reported the flow).
     pub report: u8,
     pub _pad: u8,
 }
@@ -197,6 +224,7 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<SocketVerdict>(), 4 + 1 + 1 + 1 + 1);
         assert_eq!(size_of::<ProcVerdict>(), 8 + 4 + 4 + 8);
+        assert_eq!(size_of::<ReportedKey>(), 8 + 4 + 1 + 1 + 2 + 16);
         assert_eq!(
             size_of::<KernelVerdictEvent>(),
             size_of::<crate::Owner>() + 8 + 4 + 4 + EVENT_HEAD_LEN

@@ -10,7 +10,8 @@
 use appfw_common::{
     maps::{self as names, counter, SocketEvent},
     owner::exe_source,
-    verdict::SETTING_GENERATION,
+    verdict::report,
+    verdict::{ReportedKey, SETTING_GENERATION},
     FlowKey, KernelOffsets, Owner, PacketKey, ProcKey, ProcRecord, ProcVerdict, QueuedPacket,
     SocketVerdict,
 };
@@ -40,6 +41,10 @@ static APPFW_VERDICTS: LruHashMap<u64, SocketVerdict> =
 #[map]
 static APPFW_PROC_VERDICTS: LruHashMap<ProcKey, ProcVerdict> =
     LruHashMap::with_max_entries(names::PROC_VERDICTS_CAPACITY, 0);
+
+#[map]
+static APPFW_REPORTED: LruHashMap<ReportedKey, u8> =
+    LruHashMap::with_max_entries(names::REPORTED_CAPACITY, 0);
 
 #[map]
 pub static APPFW_KERNEL_VERDICT_EVENTS: RingBuf =
@@ -297,7 +302,10 @@ fn give_process_verdict(owner: &Owner, generation: u32, reported: bool) -> Optio
     // BPF target has no atomics in Rust).
     let verdict = unsafe {
         let v = (*pv).verdict;
-        if v.generation != generation || (*pv).uid != owner.uid || (v.report != 0 && !reported) {
+        if v.generation != generation
+            || (*pv).uid != owner.uid
+            || (v.report != report::NONE && !reported)
+        {
             return None;
         }
         (*pv).applied += 1;
@@ -515,4 +523,18 @@ fn retire(pid: u32) {
     }
     let _ = APPFW_PROCS.remove(&key);
     count(counter::EXIT);
+}
+
+/// True the first time a flow of this process to this destination is
+/// asked about (and remembered from then on).
+#[inline(always)]
+pub fn first_report(key: &ReportedKey) -> bool {
+    // SAFETY: a lookup; nothing is read through the pointer.
+    if unsafe { APPFW_REPORTED.get(key) }.is_some() {
+        return false;
+    }
+    if APPFW_REPORTED.insert(key, &1, BPF_ANY as u64).is_err() {
+        count(counter::MAP_UPDATE_FAILED);
+    }
+    true
 }

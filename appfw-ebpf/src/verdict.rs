@@ -8,7 +8,9 @@
 
 use appfw_common::{
     maps::counter,
-    verdict::{KernelVerdictEvent, PacketKey, EVENT_HEAD_LEN, IPV6_HEADER_LEN},
+    verdict::{
+        report, KernelVerdictEvent, PacketKey, ReportedKey, EVENT_HEAD_LEN, IPV6_HEADER_LEN,
+    },
     Owner, SocketVerdict,
 };
 use aya_ebpf::{
@@ -42,7 +44,21 @@ pub fn socket_has(ctx: &SkBuffContext, wanted: u8) -> i64 {
         Some(v) => v.action,
         None => match maps::process_verdict(cookie, generation) {
             Some((v, owner)) => {
-                if v.report != 0 {
+                let wanted = match v.report {
+                    report::EVERY_FLOW => true,
+                    report::NEW_DESTINATION => packet_key(ctx).is_some_and(|k| {
+                        maps::first_report(&ReportedKey {
+                            start_ns: owner.start_ns,
+                            pid: owner.pid,
+                            proto: k.proto,
+                            _pad: 0,
+                            dport: [k.l4[2], k.l4[3]],
+                            daddr: k.daddr,
+                        })
+                    }),
+                    _ => false,
+                };
+                if wanted {
                     report(ctx, &owner, v);
                 }
                 v.action

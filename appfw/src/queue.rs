@@ -31,7 +31,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use appfw_common::{verdict::EVENT_HEAD_LEN, ProcKey, ProcVerdict};
+use appfw_common::{
+    verdict::{report, EVENT_HEAD_LEN},
+    ProcKey, ProcVerdict,
+};
 use nfq::Verdict as NfVerdict;
 use rustix::event::{PollFd, PollFlags, Timespec};
 use thiserror::Error;
@@ -355,6 +358,18 @@ fn run<S: OwnerStore + SocketVerdicts>(
                 stats.counts.overruns += 1;
                 continue;
             }
+            // The kernel's answer to a verdict for a packet it no longer
+            // holds: that packet is gone, nothing is wrong with the socket.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                stats.counts.verdict_errors += 1;
+                if stats.counts.verdict_errors.is_power_of_two() {
+                    log::warn!(
+                        "NFQUEUE {num} refused a verdict for a packet it no longer holds ({} times so far)",
+                        stats.counts.verdict_errors
+                    );
+                }
+                continue;
+            }
             Err(e) => {
                 stats.counts.recv_errors += 1;
                 if stats.counts.recv_errors.is_power_of_two() {
@@ -443,7 +458,12 @@ fn run<S: OwnerStore + SocketVerdicts>(
         // on. Where two sockets may share a key (UDP, ICMP), this packet
         // goes back through the chain to meet its own socket's verdict: if
         // the record was another socket's, it comes back to be judged.
-        let report = setup.debug || reported_reason(event.decision.reason);
+        let report = match event.decision.reason {
+            _ if setup.debug => report::EVERY_FLOW,
+            Reason::Monitor => report::NEW_DESTINATION,
+            r if reported_reason(r) => report::EVERY_FLOW,
+            _ => report::NONE,
+        };
         let stored = !judged_unread
             && !lost
             && socket.as_ref().is_some_and(|s| {

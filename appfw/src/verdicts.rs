@@ -46,9 +46,10 @@ pub trait SocketVerdicts {
     fn kernel_event_fd(&self) -> BorrowedFd<'_>;
 }
 
-/// The kernel's encoding of a decision; `report` asks the kernel for an
-/// event each time it gives this verdict to a new socket.
-pub fn encode(decision: Decision, generation: u32, report: bool) -> SocketVerdict {
+/// The kernel's encoding of a decision; `report` (one of
+/// `appfw_common::verdict::report`) says when the kernel sends an event as
+/// it gives this verdict to a new socket.
+pub fn encode(decision: Decision, generation: u32, report: u8) -> SocketVerdict {
     SocketVerdict {
         generation,
         action: match decision.verdict {
@@ -64,7 +65,7 @@ pub fn encode(decision: Decision, generation: u32, report: bool) -> SocketVerdic
             Reason::NotInBlacklist => reason::NOT_IN_BLACKLIST,
             Reason::Unknown => reason::UNKNOWN,
         },
-        report: report.into(),
+        report,
         _pad: 0,
     }
 }
@@ -130,6 +131,7 @@ impl SocketVerdicts for crate::bpf::Maps {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use appfw_common::verdict::report;
 
     #[test]
     fn every_decision_survives_the_kernel_encoding() {
@@ -149,8 +151,8 @@ mod tests {
         for verdict in verdicts {
             for reason in reasons {
                 let d = Decision { verdict, reason };
-                let v = encode(d, 7, true);
-                assert_eq!((v.generation, v.report), (7, 1));
+                let v = encode(d, 7, report::EVERY_FLOW);
+                assert_eq!((v.generation, v.report), (7, report::EVERY_FLOW));
                 assert_eq!(decode(v), Some(d));
             }
         }
@@ -162,7 +164,7 @@ mod tests {
                     reason: Reason::Monitor,
                 },
                 0,
-                false,
+                report::NONE,
             )
         };
         assert_eq!(decode(garbage), None);

@@ -79,6 +79,10 @@ pub mod exe_source {
     /// A fork from a process appfw never saw exec: the parent's
     /// `mm->exe_file`, which the child shares until it execs.
     pub const FORK: u8 = 2;
+    /// A process older than appfw, recorded by the daemon at load so that
+    /// its incarnation has a start: no executable identity here (it is
+    /// named through /proc), and a child it forks reads its own.
+    pub const SEEDED: u8 = 3;
 }
 
 /// What the kernel saw when a process was forked or exec'd: the file it

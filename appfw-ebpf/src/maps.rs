@@ -404,7 +404,12 @@ fn process_started(pid: u32, start_ns: u64) {
 pub fn process_forked(parent: u32, child: u32, now: u64, exe: Option<(u32, u64)>) {
     let child_key = ProcKey::new(child, now);
     let parent_key = ProcKey::new(parent, process_start(parent));
-    let inserted = match APPFW_PROCS.get_ptr(&parent_key) {
+    // A parent recorded at appfw's load has no identity to pass on.
+    let parent_rec = APPFW_PROCS
+        .get_ptr(&parent_key)
+        // SAFETY: a byte read through the map's value pointer.
+        .filter(|rec| unsafe { (**rec).exe_source } != exe_source::SEEDED);
+    let inserted = match parent_rec {
         // SAFETY: the value pointer is valid for this program's run; the
         // kernel copies it into the new element.
         Some(rec) => APPFW_PROCS.insert(&child_key, unsafe { &*rec }, BPF_ANY as u64),

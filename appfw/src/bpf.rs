@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use appfw_common::{
     maps::{self as names, counter, filters},
+    owner::exe_source,
     FlowKey, Owner, PacketKey, ProcKey, ProcRecord, ProcVerdict, QueuedPacket, SocketVerdict,
 };
 use aya::{
@@ -25,6 +26,9 @@ use crate::{
     identity,
     system::{self, SystemError},
 };
+
+/// `BPF_NOEXIST`: an update that never replaces an element.
+const BPF_NOEXIST: u64 = 1;
 
 /// The object built from `appfw-ebpf`, embedded at build time.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/appfw-ebpf.o"));
@@ -227,7 +231,7 @@ pub fn load(opts: Options) -> Result<(Maps, Programs, Option<RingBuf<MapData>>),
         None
     };
 
-    let maps = Maps {
+    let mut maps = Maps {
         flows: take_map(&mut ebpf, names::FLOWS)?,
         sockets: take_map(&mut ebpf, names::SOCKETS)?,
         closed_sockets: take_map(&mut ebpf, names::CLOSED_SOCKETS)?,
@@ -240,6 +244,7 @@ pub fn load(opts: Options) -> Result<(Maps, Programs, Option<RingBuf<MapData>>),
         procs: take_map(&mut ebpf, names::PROCS)?,
         exited: take_map(&mut ebpf, names::EXITED)?,
     };
+    seed_processes(&mut maps);
     let counters = take_map(&mut ebpf, names::COUNTERS)?;
     let events = if opts.events {
         Some(take_map(&mut ebpf, names::EVENTS)?)
@@ -257,6 +262,65 @@ pub fn load(opts: Options) -> Result<(Maps, Programs, Option<RingBuf<MapData>>),
         },
         events,
     ))
+}
+
+/// Gives every process older than appfw an incarnation: its start from
+/// /proc (clock ticks since boot, the fork's `CLOCK_BOOTTIME`), and a
+/// record without identity ([`exe_source::SEEDED`]; it is named through
+/// /proc, as before). Then its sockets' owners tell it from a later
+/// process with its pid, and its verdict can be kept in the kernel (see
+/// `crate::verdicts`); its exit retires both like any other's. Runs after
+/// the fork, exec and exit hooks are attached: a process they recorded
+/// meanwhile keeps their record (inserts here never replace one).
+fn seed_processes(maps: &mut Maps) {
+    let ticks_ns = 1_000_000_000 / system::clock_ticks().max(1);
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let mut seeded = 0u32;
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // After the command's closing parenthesis: state, ppid, ...,
+        // starttime is field 22 of the whole line.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let (Some(ppid), Some(ticks)) = (
+            fields.get(1).and_then(|v| v.parse::<u32>().ok()),
+            fields.get(19).and_then(|v| v.parse::<u64>().ok()),
+        ) else {
+            continue;
+        };
+        // 0 means "never seen" to the hooks.
+        let start_ns = (ticks * ticks_ns).max(1);
+        if maps.proc_start.insert(pid, start_ns, BPF_NOEXIST).is_err() {
+            continue;
+        }
+        // SAFETY: ProcRecord is plain integers and arrays; all zero is a
+        // valid value (no identity, empty path and argv).
+        let mut rec: ProcRecord = unsafe { std::mem::zeroed() };
+        rec.start_ns = start_ns;
+        rec.ppid = ppid;
+        rec.exe_source = exe_source::SEEDED;
+        if maps
+            .procs
+            .insert(ProcKey::new(pid, start_ns), rec, BPF_NOEXIST)
+            .is_ok()
+        {
+            seeded += 1;
+        }
+    }
+    log::debug!("{seeded} processes older than appfw recorded");
 }
 
 /// Offsets of the kernel struct members the exec hook reads, from this

@@ -42,7 +42,7 @@ impl FileId {
 
     /// The executable a kernel record names, if the hook read it.
     pub fn of_record(rec: &ProcRecord) -> Option<FileId> {
-        (rec.exe_source != exe_source::NONE && rec.ino != 0)
+        (matches!(rec.exe_source, exe_source::EXEC | exe_source::FORK) && rec.ino != 0)
             .then(|| FileId::from_kernel(rec.dev, rec.ino))
     }
 }

@@ -381,3 +381,37 @@ fn a_socket_carried_across_exec_is_judged_for_the_program_that_uses_it() {
     assert!(line.contains("perl"), "{line}");
     d.stop();
 }
+
+#[test]
+fn a_program_older_than_appfw_gets_kernel_verdicts_too() {
+    let mut bed = Bed::new();
+    bed.sink();
+    // Started first: the kernel never saw it fork or exec.
+    let mut sender = Sender::start(&bed);
+    assert!(sender.send("tcp", SERVER_V4, SINK_PORT, "before-appfw"));
+    let d = Daemon::start(
+        &bed,
+        &["-w"],
+        Some(&format!(
+            "[global]\nwhitelist = [\"{}\"]\naction = \"reject\"\n",
+            python_exe()
+        )),
+    );
+    let (kernel_before, _) = decided(&bed);
+    for i in 0..10 {
+        let marker = format!("older-{i}");
+        assert!(
+            sender.send("udp", SERVER_V4, SINK_PORT, &marker),
+            "{marker}"
+        );
+        assert!(bed.sink_got(&marker, Duration::from_secs(5)), "{marker}");
+    }
+    let (kernel, _) = decided(&bed);
+    assert!(
+        kernel - kernel_before >= 9,
+        "a program older than appfw: {} of 10 flows decided in the kernel",
+        kernel - kernel_before
+    );
+    drop(sender);
+    d.stop();
+}

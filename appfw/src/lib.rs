@@ -8,7 +8,7 @@
 //! NFQUEUE -> FlowKey, socket cookie ............ queue.rs, packet.rs
 //! socket / FlowKey -> owner (pid, exe, cmdline)  attribution/
 //! owner -> executed file (device, inode) ....... identity.rs (btf.rs: offsets)
-//! owner -> decision ............................ policy.rs
+//! owner, flow -> decision ...................... policy.rs, rules.rs ([[rule]])
 //! decision -> socket verdict, packet verdict ... queue.rs, verdicts.rs
 //! verdict -> report line ....................... report.rs (log, trace file, syslog)
 //! ```
@@ -31,6 +31,7 @@ pub mod packet;
 pub mod policy;
 pub mod queue;
 pub mod report;
+pub mod rules;
 pub mod service;
 pub mod stats;
 pub mod system;

@@ -33,8 +33,9 @@ use crate::{
     config::Action,
     netfilter::REJECT_MARK,
     packet,
-    policy::{Policy, Reason, Verdict},
+    policy::{Policy, Reason, Scope, Verdict},
     report::Event,
+    rules::Flow,
     stats::{Counters, QueueStats},
     verdicts::{self, SocketVerdicts},
 };
@@ -388,16 +389,23 @@ fn run<S: OwnerStore + SocketVerdicts>(
             // The socket names the sender even when the packet cannot be
             // read; without one, such a packet's owner is unknown.
             if unparsed.is_some() && socket.as_ref().is_none_or(|s| s.owner.is_none()) {
-                return (Source::Unknown, None, setup.policy.decide(None));
+                let flow = Flow::of(&key, None, None);
+                return (Source::Unknown, None, setup.policy.decide(None, &flow));
             }
             let a = setup.attributor.attribute(&key, socket.as_ref());
-            let decision = setup.policy.decide(a.process.as_deref());
+            let p = a.process.as_deref();
+            let flow = Flow::of(&key, p.map(|p| p.uid), None);
+            let decision = setup.policy.decide(p, &flow);
             (a.source, a.process, decision)
         }));
         let (source, process, decision) = judged.unwrap_or_else(|_| {
             stats.counts.internal_errors += 1;
-            (Source::Unknown, None, setup.policy.decide(None))
+            let flow = Flow::of(&key, None, None);
+            (Source::Unknown, None, setup.policy.decide(None, &flow))
         });
+        let rule = decision
+            .rule
+            .and_then(|h| setup.policy.rule_label(h.index).cloned());
         let judged_unread = unparsed.is_some() && process.is_none();
         let event = Event {
             key,
@@ -406,6 +414,7 @@ fn run<S: OwnerStore + SocketVerdicts>(
             decision,
             latency_ns: 0,
             unparsed: unparsed.filter(|_| judged_unread),
+            rule,
         };
         let verdict = event.decision.verdict;
         stats.count_decision(&event.decision);
@@ -416,8 +425,11 @@ fn run<S: OwnerStore + SocketVerdicts>(
         // on. Where two sockets may share a key (UDP, ICMP), this packet
         // goes back through the chain to meet its own socket's verdict: if
         // the record was another socket's, it comes back to be judged.
+        // A verdict that may differ by destination is kept only for a
+        // socket whose packets all go to one destination.
         let stored = !judged_unread
             && !lost
+            && (event.decision.scope == Scope::Process || unique_key)
             && socket.as_ref().is_some_and(|s| {
                 setup
                     .attributor
@@ -534,6 +546,7 @@ impl Reported {
                 new
             }
             Reason::NotInWhitelist | Reason::InBlacklist | Reason::Unknown => true,
+            Reason::Rule => matches!(ev.decision.verdict, Verdict::Block(_)),
         }
     }
 }

@@ -450,9 +450,10 @@ fn reload(
             let policy = Arc::new(Policy::new(mode, &new));
             if queue.send(Command::SetPolicy(policy)) {
                 log::info!(
-                    "configuration reloaded: {} whitelist and {} blacklist entries",
+                    "configuration reloaded: {} whitelist and {} blacklist entries, {} rules",
                     new.whitelist.len(),
-                    new.blacklist.len()
+                    new.blacklist.len(),
+                    new.rules.len()
                 );
                 return Some(new);
             }

@@ -13,6 +13,7 @@ mod metrics;
 mod mounts;
 mod netns;
 mod packets;
+mod rules;
 mod service;
 mod status;
 mod testbed;

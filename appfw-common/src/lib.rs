@@ -9,6 +9,7 @@
 //! crate builds this crate without it.
 #![no_std]
 
+pub mod dns;
 pub mod flow;
 pub mod maps;
 pub mod owner;
@@ -38,4 +39,6 @@ mod pod {
     unsafe impl aya::Pod for super::SocketVerdict {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::QueuedPacket {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::dns::DnsAnswer {}
 }

@@ -26,6 +26,7 @@ pub mod daemon;
 pub mod escape;
 pub mod identity;
 pub mod kernel_queue;
+pub mod names;
 pub mod netfilter;
 pub mod packet;
 pub mod policy;

@@ -56,15 +56,12 @@ fn copy_answer(ctx: &SkBuffContext) -> Option<()> {
         return None;
     };
     let ev = entry.as_mut_ptr();
-    // The verifier wants the length bounded on both sides: 12..=CAPTURE.
-    let mut n = wire_len;
-    if n > DNS_CAPTURE {
-        n = DNS_CAPTURE;
-    }
-    if n < DNS_HEADER_LEN {
-        entry.discard(0);
-        return None;
-    }
+    // The verifier wants the length within 1..=DNS_CAPTURE. A check for
+    // n >= 1 gets folded away by LLVM (wire_len >= 12 is known here), so
+    // the bound is made by construction: black_box keeps LLVM from
+    // merging the +1 back into the min.
+    let below = core::hint::black_box((wire_len - 1).min(DNS_CAPTURE - 1));
+    let n = below + 1;
     // SAFETY: `ev` points at a reserved entry of size_of::<DnsAnswer>();
     // fields are written through raw pointers (it is uninitialised), and
     // the load writes at most DNS_CAPTURE bytes into `data`.

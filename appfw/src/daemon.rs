@@ -134,7 +134,7 @@ fn serve(
     ready: Option<&detach::Ready>,
 ) -> Result<()> {
     let netns = system::netns_cookie()?;
-    let (maps, mut programs, _) = bpf::load(bpf::Options {
+    let (mut maps, mut programs, _) = bpf::load(bpf::Options {
         netns,
         events: false,
         kernel_debug: args.debug,
@@ -175,6 +175,7 @@ fn serve(
         bound,
         queue::Setup {
             netns,
+            names: maps.dns.take().map(crate::names::Watcher::new),
             attributor: Attributor::new(maps, attribution_mode),
             policy,
             reports,

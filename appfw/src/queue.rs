@@ -154,6 +154,8 @@ pub struct QueueHandle {
 pub struct Setup<S> {
     pub netns: u64,
     pub attributor: Attributor<S>,
+    /// Names learned from DNS answers (`None`: no names).
+    pub names: Option<crate::names::Watcher>,
     pub policy: Arc<Policy>,
     pub reports: mpsc::SyncSender<Event>,
     /// Print a statistics summary on stderr this often (--debug).
@@ -320,6 +322,10 @@ fn run<S: OwnerStore + SocketVerdicts>(
                     break;
                 }
                 apply_commands(&commands, &mut setup, &mut generation, pending);
+                // Keeps the ring buffer from filling while no packet comes.
+                if let Some(n) = &mut setup.names {
+                    n.drain();
+                }
                 continue;
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
@@ -345,6 +351,11 @@ fn run<S: OwnerStore + SocketVerdicts>(
         let start = Instant::now();
         apply_commands(&commands, &mut setup, &mut generation, pending);
         stats.counts.packets += 1;
+        // Every answer that arrived before this packet was sent is in the
+        // ring buffer by now: learn them first.
+        if let Some(n) = &mut setup.names {
+            n.drain();
+        }
 
         let payload = msg.get_payload();
         // Every packet gets the policy's verdict; one appfw cannot read is
@@ -384,24 +395,40 @@ fn run<S: OwnerStore + SocketVerdicts>(
         // verdict: the one for an unknown owner.
         let judged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             if lost {
-                return (Source::Unknown, None, setup.policy.overloaded());
+                return (Source::Unknown, None, setup.policy.overloaded(), None);
             }
             // The socket names the sender even when the packet cannot be
             // read; without one, such a packet's owner is unknown.
             if unparsed.is_some() && socket.as_ref().is_none_or(|s| s.owner.is_none()) {
                 let flow = Flow::of(&key, None, None);
-                return (Source::Unknown, None, setup.policy.decide(None, &flow));
+                return (
+                    Source::Unknown,
+                    None,
+                    setup.policy.decide(None, &flow),
+                    None,
+                );
             }
             let a = setup.attributor.attribute(&key, socket.as_ref());
             let p = a.process.as_deref();
-            let flow = Flow::of(&key, p.map(|p| p.uid), None);
+            // Rules see only a name this process was answered; reports
+            // show the address's name even when another program asked.
+            let (daddr, pid) = (key.endpoints().1.ip(), p.map_or(0, |p| p.pid));
+            let names = setup.names.as_ref().map(|n| &n.names);
+            let own = names.and_then(|n| n.lookup_own(daddr, pid, start));
+            let host = own.or_else(|| names.and_then(|n| n.lookup(daddr, pid, start)));
+            let flow = Flow::of(&key, p.map(|p| p.uid), own.map(|h| &**h));
             let decision = setup.policy.decide(p, &flow);
-            (a.source, a.process, decision)
+            (a.source, a.process, decision, host.cloned())
         }));
-        let (source, process, decision) = judged.unwrap_or_else(|_| {
+        let (source, process, decision, host) = judged.unwrap_or_else(|_| {
             stats.counts.internal_errors += 1;
             let flow = Flow::of(&key, None, None);
-            (Source::Unknown, None, setup.policy.decide(None, &flow))
+            (
+                Source::Unknown,
+                None,
+                setup.policy.decide(None, &flow),
+                None,
+            )
         });
         let rule = decision
             .rule
@@ -415,6 +442,7 @@ fn run<S: OwnerStore + SocketVerdicts>(
             latency_ns: 0,
             unparsed: unparsed.filter(|_| judged_unread),
             rule,
+            host,
         };
         let verdict = event.decision.verdict;
         stats.count_decision(&event.decision);

@@ -40,6 +40,8 @@ pub struct Event {
     pub unparsed: Option<&'static str>,
     /// How the `[[rule]]` that matched is named (its `name`, or "#N").
     pub rule: Option<Arc<str>>,
+    /// The destination's name, from a DNS answer.
+    pub host: Option<Arc<str>>,
 }
 
 #[derive(Debug, Error)]
@@ -104,6 +106,16 @@ fn action_text(v: Verdict) -> String {
 /// block, every unknown owner, and (monitor mode) every accept; the caller
 /// deduplicates monitor lines.
 pub fn line(ev: &Event) -> Option<String> {
+    // The seed's line stays as it was; the name follows it.
+    let mut line = seed_line(ev)?;
+    if let Some(h) = &ev.host {
+        line.push_str(" host=");
+        line.push_str(&escape(h));
+    }
+    Some(line)
+}
+
+fn seed_line(ev: &Event) -> Option<String> {
     let verdict = action_text(ev.decision.verdict);
     let t = tuple(&ev.key);
     let rule = ev.rule.as_deref().unwrap_or("?");
@@ -178,8 +190,12 @@ pub fn debug_line(ev: &Event) -> String {
         None => ("?".into(), 0, String::new()),
     };
     format!(
-        "packet {}{} source={} pid={} exe='{}' command='{}' reason={:?} verdict={} latency={:.1}us",
+        "packet {}{}{} source={} pid={} exe='{}' command='{}' reason={:?}{} verdict={} latency={:.1}us",
         tuple(&ev.key),
+        ev.host
+            .as_deref()
+            .map(|h| format!(" host={}", escape(h)))
+            .unwrap_or_default(),
         ev.unparsed
             .map(|why| format!(" not understood ({why})"))
             .unwrap_or_default(),
@@ -188,6 +204,10 @@ pub fn debug_line(ev: &Event) -> String {
         escape(&exe),
         escape(&cmd),
         ev.decision.reason,
+        ev.rule
+            .as_deref()
+            .map(|r| format!(" rule={r}"))
+            .unwrap_or_default(),
         action_text(ev.decision.verdict),
         ev.latency_ns as f64 / 1000.0
     )
@@ -369,6 +389,7 @@ mod tests {
             latency_ns: 1000,
             unparsed: None,
             rule: None,
+            host: None,
         }
     }
 
@@ -563,6 +584,41 @@ mod tests {
         assert_eq!(
             line(&m).unwrap(),
             "unknown program (no owner found) matches rule web, would REJECT -> ACCEPT. ('tcp', '198.51.100.1', 1, '198.51.100.2', 80)"
+        );
+    }
+
+    #[test]
+    fn the_name_follows_the_seed_line() {
+        let key = FlowKey::v4(
+            1,
+            PROTO_TCP,
+            [198, 51, 100, 1],
+            43400,
+            [198, 51, 100, 2],
+            80,
+        );
+        let mut ev = event(
+            Some(nc()),
+            Verdict::Block(Action::Drop),
+            Reason::InBlacklist,
+            key,
+        );
+        ev.host = Some("test.example".into());
+        assert_eq!(
+            line(&ev).unwrap(),
+            "'/bin/nc.openbsd' (or 'nc 192.168.58.1') is in blacklist -> DROP. ('tcp', '198.51.100.1', 43400, '198.51.100.2', 80) host=test.example"
+        );
+        // A name from the network cannot start a line of its own.
+        ev.host = Some("x\n2026-01-01 forged".into());
+        let l = line(&ev).unwrap();
+        assert!(
+            !l.contains('\n') && l.ends_with("host=x\\n2026-01-01 forged"),
+            "{l}"
+        );
+        assert!(
+            debug_line(&ev).contains("80) host=x\\n2026"),
+            "{}",
+            debug_line(&ev)
         );
     }
 }

@@ -130,6 +130,22 @@ impl Names {
             .map(|l| &l.name)
     }
 
+    /// The name process `pid` itself was answered for `addr`, if any: what
+    /// `host` rules match, so that a program cannot borrow a name another
+    /// program looked up (or that the same address has under another
+    /// name). Allocates nothing.
+    pub fn lookup_own(&self, addr: IpAddr, pid: u32, now: Instant) -> Option<&Arc<str>> {
+        if pid == 0 {
+            return None;
+        }
+        self.by_addr
+            .get(&canonical(addr))?
+            .iter()
+            .rev()
+            .find(|l| l.expires > now && l.pid == pid)
+            .map(|l| &l.name)
+    }
+
     /// Every name `addr` has now, newest first.
     pub fn all(&self, addr: IpAddr, now: Instant) -> impl Iterator<Item = &str> {
         self.by_addr
@@ -262,6 +278,15 @@ mod tests {
             ["b.example", "a.example"]
         );
         assert_eq!(n.lookup(ip("198.51.100.3"), 10, t), None);
+        assert_eq!(
+            n.lookup_own(ip("198.51.100.2"), 10, t).map(|s| &**s),
+            Some("a.example")
+        );
+        assert_eq!(
+            n.lookup_own(ip("198.51.100.2"), 30, t),
+            None,
+            "30 asked for nothing"
+        );
         // A mapped address is the IPv4 one.
         assert!(n.lookup(ip("::ffff:198.51.100.2"), 10, t).is_some());
         // Learning a name again refreshes it, it is not held twice.

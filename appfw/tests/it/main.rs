@@ -11,6 +11,7 @@ mod journal;
 mod logging;
 mod metrics;
 mod mounts;
+mod names;
 mod netns;
 mod packets;
 mod rules;

@@ -218,3 +218,23 @@ fn malformed_answers_neither_crash_nor_stall_the_daemon() {
     let stderr = d.stop();
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn trace_shows_the_name_in_text_and_json() {
+    let mut bed = bed();
+    let rx = crate::trace::start_trace(&mut bed, &["--json"]);
+    let out = curl_url(&bed, &format!("http://test.example:{HTTP_PORT}/"));
+    assert!(out.status.success(), "{out:?}");
+    let line = crate::trace::next_matching(&rx, |l| {
+        l.contains("/usr/bin/curl") && l.contains(&format!("\"dport\":{HTTP_PORT}"))
+    });
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["host"], "test.example", "{line}");
+    let rx = crate::trace::start_trace(&mut bed, &[]);
+    let out = python_connect(&bed, "other.example", HTTP_PORT);
+    assert!(out.status.success(), "{out:?}");
+    let line = crate::trace::next_matching(&rx, |l| {
+        l.contains(&format!("port={HTTP_PORT},")) && l.contains("python")
+    });
+    assert!(line.ends_with(", host=other.example"), "{line}");
+}

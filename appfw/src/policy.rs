@@ -216,14 +216,24 @@ impl Policy {
     fn first_rule(&self, process: Option<&Process>, flow: &Flow) -> (Option<RuleHit>, Scope) {
         let mut scope = Scope::Process;
         for (i, r) in self.rules.iter().enumerate() {
-            if !r.program_matches(process, flow.uid) {
-                continue;
-            }
             if r.has_flow_matchers() {
-                scope = Scope::Flow;
-                if !r.flow_matches(flow) {
-                    continue;
+                // Once the scope is known, the cheap destination test
+                // goes first.
+                if scope == Scope::Flow {
+                    if !r.flow_matches(flow) || !r.program_matches(process, flow.uid) {
+                        continue;
+                    }
+                } else {
+                    if !r.program_matches(process, flow.uid) {
+                        continue;
+                    }
+                    scope = Scope::Flow;
+                    if !r.flow_matches(flow) {
+                        continue;
+                    }
                 }
+            } else if !r.program_matches(process, flow.uid) {
+                continue;
             }
             let hit = RuleHit {
                 index: i as u16,

@@ -10,6 +10,8 @@
 //! so an answer that arrived before a connection's first packet names it.
 
 pub mod answer;
+#[cfg(test)]
+mod measure;
 
 use std::{
     collections::HashMap,
@@ -92,7 +94,12 @@ impl Names {
         if self.len >= self.capacity && !self.by_addr.contains_key(&addr) {
             self.make_room(now);
         }
-        let names = self.by_addr.entry(addr).or_default();
+        // Most addresses have one name: room for one, grown one by one
+        // (a Vec's default growth would reserve four).
+        let names = self
+            .by_addr
+            .entry(addr)
+            .or_insert_with(|| Vec::with_capacity(1));
         self.counts.learned += 1;
         if let Some(l) = names.iter_mut().find(|l| &*l.name == name) {
             l.expires = expires;
@@ -111,6 +118,7 @@ impl Names {
                 self.counts.evicted += 1;
             }
         }
+        names.reserve_exact(1);
         names.push(Learned {
             name: name.into(),
             expires,

@@ -512,6 +512,17 @@ fn run<S: OwnerStore + SocketVerdicts>(
             if last_stats.elapsed() >= every {
                 stats.counts.attribution = setup.attributor.counts();
                 eprintln!("appfw: {stats}");
+                if let Some(n) = &setup.names {
+                    let c = n.names.counts;
+                    eprintln!(
+                        "appfw: names: {} held, {} DNS messages read ({} unreadable), {} learned, {} evicted",
+                        n.names.len(),
+                        c.messages,
+                        c.unreadable,
+                        c.learned,
+                        c.evicted
+                    );
+                }
                 last_stats = Instant::now();
             }
         }

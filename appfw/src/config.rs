@@ -605,6 +605,23 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn example_rules_parse_once_uncommented() {
+        let text = include_str!("../../config/appfw.toml");
+        let start = text
+            .find("# [[rule]]")
+            .expect("the example has commented rules");
+        let rules: String = text[start..]
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = parse_str(&format!("{}{rules}", &text[..start]), "config/appfw.toml").unwrap();
+        assert_eq!(c.rules.len(), 2);
+        assert_eq!(&*c.rules[0].label, "curl to debian");
+        assert_eq!(c.rules[1].user.as_ref().unwrap().written, "www-data");
+    }
+
+    #[test]
     fn empty_file_gives_defaults() {
         let c = parse_str("", "x").unwrap();
         assert_eq!(c, Config::default());

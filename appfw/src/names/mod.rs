@@ -91,7 +91,8 @@ impl Names {
     pub fn learn(&mut self, addr: IpAddr, name: &str, ttl: u32, pid: u32, now: Instant) {
         let expires = now + Duration::from_secs(ttl.into()).max(MIN_TTL);
         let addr = canonical(addr);
-        if self.len >= self.capacity && !self.by_addr.contains_key(&addr) {
+        // Evicting an eighth at a time keeps this amortised.
+        if self.len >= self.capacity {
             self.make_room(now);
         }
         // Most addresses have one name: room for one, grown one by one
@@ -360,5 +361,12 @@ mod tests {
             n.learn(ip("198.51.100.2"), &format!("n{i}.example"), 60, 1, t);
         }
         assert_eq!(n.all(ip("198.51.100.2"), t).count(), PER_ADDRESS);
+        // New names for addresses already held count against the bound.
+        let mut n = Names::with_capacity(1000);
+        for i in 0..4000u32 {
+            let addr = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i % 1000));
+            n.learn(addr, &format!("h{i}.example"), 60 + i, 1, t);
+        }
+        assert!(n.len() <= 1000, "{}", n.len());
     }
 }

@@ -113,6 +113,34 @@ fn names_learned_over_tcp_by_dig() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     d.wait_trace_line(&[&format!("'{SERVER_V4}', {SINK_PORT}) host=tcp.example")]);
+    // UDP over IPv6, an AAAA answer.
+    let out = bed
+        .in_client("dig")
+        .args([
+            "+short",
+            "+time=2",
+            "+tries=1",
+            &format!("@{SERVER_V6}"),
+            "test.example",
+            "AAAA",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        SERVER_V6,
+        "{out:?}"
+    );
+    let out = bed
+        .in_client(python())
+        .args([
+            "-c",
+            &crate::enforcement::send_script("tcp", SERVER_V6, "after-dig-v6"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    d.wait_trace_line(&[&format!("'{SERVER_V6}', {SINK_PORT}) host=test.example")]);
 }
 
 #[test]

@@ -14,6 +14,7 @@ fn table() -> serde_json::Value {
     json!({
         "test.example": {"a": [SERVER_V4], "aaaa": [SERVER_V6], "ttl": 60},
         "other.example": {"a": [SERVER_V4], "ttl": 60},
+        "www.test.example": {"a": [SERVER_V4], "ttl": 60},
         "tcp.example": {"a": [SERVER_V4], "ttl": 60},
         "ttl.example": {"a": [SERVER_V4], "ttl": 1},
         "good.example": {"a": [SERVER_V4], "ttl": 60},
@@ -148,20 +149,26 @@ fn host_rules_allow_a_name_and_port_and_nothing_else() {
     let bed = bed();
     let config = format!(
         "[[rule]]\nname = \"dns\"\nport = 53\naction = \"accept\"\n\n\
-         [[rule]]\nname = \"curl web\"\nexe = \"{}\"\nhost = \"*.example\"\nport = {HTTP_PORT}\naction = \"accept\"\n",
+         [[rule]]\nname = \"curl web\"\nexe = \"{}\"\nhost = \"*.test.example\"\nport = {HTTP_PORT}\naction = \"accept\"\n",
         curl()
     );
     let d = Daemon::start(&bed, &["-w"], Some(&config));
-    let ok = curl_url(&bed, &format!("http://test.example:{HTTP_PORT}/"));
+    let ok = curl_url(&bed, &format!("http://www.test.example:{HTTP_PORT}/"));
     assert!(
         ok.status.success() && !ok.stdout.is_empty(),
         "the rule's name and port: {ok:?}"
     );
     // The rule's name on another port: the sink gets no request.
-    let other_port = curl_url(&bed, &format!("http://test.example:{SINK_PORT}/"));
+    let other_port = curl_url(&bed, &format!("http://www.test.example:{SINK_PORT}/"));
     assert!(!other_port.status.success(), "{other_port:?}");
-    // The same address without a name: blocked, though other names of
-    // it were learned.
+    // The same address under a name the rule does not give.
+    let other_name = curl_url(&bed, &format!("http://other.example:{HTTP_PORT}/"));
+    assert!(!other_name.status.success(), "{other_name:?}");
+    // "*." needs a label in front: test.example itself is not under it.
+    let apex = curl_url(&bed, &format!("http://test.example:{HTTP_PORT}/"));
+    assert!(!apex.status.success(), "{apex:?}");
+    // The same address without a name: blocked, though names of it were
+    // learned.
     let bare = curl_url(&bed, &format!("http://{SERVER_V4}:{HTTP_PORT}/"));
     assert!(
         !bare.status.success(),
@@ -173,16 +180,18 @@ fn host_rules_allow_a_name_and_port_and_nothing_else() {
         "curl reached the sink's port: {}",
         bed.sink_received()
     );
-    d.wait_trace_line(&[
-        "'/usr/bin/curl'",
-        "is not in whitelist -> DROP.",
-        &format!("'{SERVER_V4}', {SINK_PORT}) host=test.example"),
-    ]);
-    d.wait_trace_line(&[
-        "'/usr/bin/curl'",
-        "is not in whitelist -> DROP.",
-        &format!("'{SERVER_V4}', {HTTP_PORT})"),
-    ]);
+    for host in ["www.test.example", "other.example", "test.example"] {
+        let port = if host == "www.test.example" {
+            SINK_PORT
+        } else {
+            HTTP_PORT
+        };
+        d.wait_trace_line(&[
+            "'/usr/bin/curl'",
+            "is not in whitelist -> DROP.",
+            &format!("'{SERVER_V4}', {port}) host={host}"),
+        ]);
+    }
 }
 
 #[test]

@@ -275,3 +275,63 @@ fn trace_shows_the_name_in_text_and_json() {
     });
     assert!(line.ends_with(", host=other.example"), "{line}");
 }
+
+/// A caching stub in the client namespace, as systemd-resolved or dnsmasq
+/// would be: it asks the server, and answers programs from 127.0.0.1:53.
+const STUB_PY: &str = r#"
+import socket, sys
+up = sys.argv[1]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 53))
+print("ready", flush=True)
+while True:
+    q, client = s.recvfrom(2048)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(2)
+    try:
+        u.sendto(q, (up, 53))
+        s.sendto(u.recv(2048), client)
+    except OSError:
+        pass
+    u.close()
+"#;
+
+#[test]
+fn names_reach_programs_through_a_local_stub_resolver() {
+    use std::io::BufRead;
+    let mut bed = Bed::new();
+    bed.serve();
+    bed.serve_names(&table());
+    bed.resolver_at("127.0.0.1");
+    let d = Daemon::start(
+        &bed,
+        &["-w"],
+        Some(&format!(
+            "[[rule]]\nport = 53\naction = \"accept\"\n\n\
+             [[rule]]\nexe = \"{}\"\nhost = \"www.test.example\"\naction = \"accept\"\n",
+            curl()
+        )),
+    );
+    let mut stub = bed
+        .in_client(python())
+        .args(["-c", STUB_PY, SERVER_V4])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufReader::new(stub.stdout.as_mut().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    bed.adopt(stub);
+    // The name reached curl from the stub, not from the server: the host
+    // rule is curl's own answer.
+    let ok = curl_url(&bed, &format!("http://www.test.example:{HTTP_PORT}/"));
+    assert!(ok.status.success() && !ok.stdout.is_empty(), "{ok:?}");
+    let blocked = curl_url(&bed, &format!("http://other.example:{HTTP_PORT}/"));
+    assert!(!blocked.status.success(), "{blocked:?}");
+    d.wait_trace_line(&[
+        "'/usr/bin/curl'",
+        &format!("'{SERVER_V4}', {HTTP_PORT}) host=other.example"),
+    ]);
+}

@@ -227,12 +227,17 @@ while True:
     /// DNS server: `ip netns exec` bind-mounts /etc/netns/CLIENT/resolv.conf
     /// over /etc/resolv.conf. The directory goes when the bed does.
     pub fn resolver(&mut self) -> &mut Self {
+        self.resolver_at(SERVER_V4)
+    }
+
+    /// [`Bed::resolver`] with another name server (such as a local stub).
+    pub fn resolver_at(&mut self, server: &str) -> &mut Self {
         let etc = PathBuf::from(format!("/etc/netns/{}", self.client));
         fs::create_dir_all(&etc).unwrap();
         self.etc_netns = Some(etc.clone());
         fs::write(
             etc.join("resolv.conf"),
-            format!("nameserver {SERVER_V4}\noptions timeout:1 attempts:1\n"),
+            format!("nameserver {server}\noptions timeout:1 attempts:1\n"),
         )
         .unwrap();
         self

@@ -18,7 +18,7 @@ pub mod verdict;
 pub use flow::FlowKey;
 pub use maps::SocketEvent;
 pub use owner::{KernelOffsets, Owner, ProcKey, ProcRecord};
-pub use verdict::{PacketKey, QueuedPacket, SocketVerdict};
+pub use verdict::{KernelVerdictEvent, PacketKey, ProcVerdict, QueuedPacket, SocketVerdict};
 
 #[cfg(feature = "user")]
 mod pod {
@@ -39,6 +39,10 @@ mod pod {
     unsafe impl aya::Pod for super::SocketVerdict {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::QueuedPacket {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ProcVerdict {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::KernelVerdictEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::dns::DnsAnswer {}
 }

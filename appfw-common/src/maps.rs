@@ -21,6 +21,19 @@ pub const CLOSED_SOCKETS_CAPACITY: u32 = 65_536;
 pub const VERDICTS: &str = "APPFW_VERDICTS";
 pub const VERDICTS_CAPACITY: u32 = 65_536;
 
+/// [`crate::ProcKey`] -> [`crate::ProcVerdict`]: the verdict the daemon
+/// made for a process incarnation, given by the socket filters to its new
+/// sockets. Deleted at exec and exit; LRU, so an entry of a process that
+/// exited unseen (or a flood of processes) costs only a trip through the
+/// queue.
+pub const PROC_VERDICTS: &str = "APPFW_PROC_VERDICTS";
+pub const PROC_VERDICTS_CAPACITY: u32 = 16_384;
+
+/// Ring buffer of [`crate::KernelVerdictEvent`]s: process verdicts the
+/// kernel gave to new sockets, when the daemon asked for a report.
+pub const KERNEL_VERDICT_EVENTS: &str = "APPFW_KERNEL_VERDICT_EVENTS";
+pub const KERNEL_VERDICT_EVENTS_BYTES: u32 = 1024 * 1024;
+
 /// [`crate::PacketKey`] -> [`crate::QueuedPacket`] of the packets sent to
 /// the queue.
 /// Holds more than the queue does, so a packet's entry outlives its wait.
@@ -105,7 +118,13 @@ pub mod counter {
     pub const QUEUED: u32 = 13;
     /// Packets decided in the kernel by a socket's verdict.
     pub const SOCKET_VERDICT: u32 = 14;
-    pub const COUNT: u32 = 15;
+    /// New sockets decided in the kernel by their process's verdict: flows
+    /// that never went through the queue.
+    pub const PROCESS_VERDICT: u32 = 15;
+    /// Kernel verdict events lost because their ring buffer was full (the
+    /// verdict held; only its report is missing).
+    pub const VERDICT_EVENTS_LOST: u32 = 16;
+    pub const COUNT: u32 = 17;
 
     /// Names, for reports.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -124,6 +143,8 @@ pub mod counter {
         "socket_created",
         "queued",
         "socket_verdict",
+        "process_verdict",
+        "verdict_events_lost",
     ];
 }
 

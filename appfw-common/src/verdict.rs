@@ -9,12 +9,33 @@
 //! queue, and the filter in front of the queue records its [`PacketKey`] ->
 //! socket cookie in [`crate::maps::QUEUED`], so the daemon judges the
 //! socket that sent the packet, not whichever socket recorded its tuple.
+//!
+//! A verdict the daemon made for a process is also kept per process
+//! incarnation ([`crate::maps::PROC_VERDICTS`]): the filters give it to
+//! that process's later sockets at their first packet, so a program appfw
+//! has judged once does not pay a trip through the queue for each new
+//! connection. The daemon remains the only one that decides; the kernel
+//! only copies what it decided, and tells it ([`KernelVerdictEvent`]) when
+//! a report is wanted.
 
 /// [`SocketVerdict::action`] values.
 pub mod action {
     pub const ACCEPT: u8 = 1;
     pub const DROP: u8 = 2;
     pub const REJECT: u8 = 3;
+}
+
+/// [`SocketVerdict::reason`] values: why the daemon decided, for the
+/// reports of verdicts the kernel applies.
+pub mod reason {
+    pub const MONITOR: u8 = 1;
+    pub const IN_WHITELIST: u8 = 2;
+    pub const NOT_IN_WHITELIST: u8 = 3;
+    pub const IN_BLACKLIST: u8 = 4;
+    pub const NOT_IN_BLACKLIST: u8 = 5;
+    pub const UNKNOWN: u8 = 6;
+    /// A `[[rule]]` (socket verdicts only).
+    pub const RULE: u8 = 7;
 }
 
 /// What the daemon decided for a socket, valid while
@@ -27,7 +48,45 @@ pub struct SocketVerdict {
     pub generation: u32,
     /// One of [`action`].
     pub action: u8,
-    pub _pad: [u8; 3],
+    /// One of [`reason`].
+    pub reason: u8,
+    /// 1: when the kernel gives this verdict to a new socket, it sends a
+    /// [`KernelVerdictEvent`] (the daemon would have reported the flow).
+    pub report: u8,
+    pub _pad: u8,
+}
+
+/// A process incarnation's verdict ([`crate::maps::PROC_VERDICTS`], keyed
+/// by [`crate::ProcKey`]), given by the kernel to each new socket of that
+/// process whose owner has `uid` (a process that changed user is judged
+/// again).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcVerdict {
+    pub verdict: SocketVerdict,
+    pub uid: u32,
+    pub _pad: u32,
+    /// Sockets the kernel gave this verdict to (written by the kernel).
+    pub applied: u64,
+}
+
+/// Bytes of a packet carried in a [`KernelVerdictEvent`]: enough for the
+/// fixed headers and the ports in the common case.
+pub const EVENT_HEAD_LEN: usize = 128;
+
+/// The kernel gave a process's verdict to a new socket at its first
+/// packet (see [`SocketVerdict::report`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct KernelVerdictEvent {
+    /// The socket's owner, as the hooks recorded it.
+    pub owner: crate::Owner,
+    pub verdict: SocketVerdict,
+    /// Bytes of `head` that hold the packet.
+    pub head_len: u32,
+    pub _pad: u32,
+    /// The packet from its IP header on, as netfilter saw it.
+    pub head: [u8; EVENT_HEAD_LEN],
 }
 
 /// What the filter in front of the queue recorded for a packet: its socket
@@ -138,7 +197,12 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(size_of::<SocketVerdict>(), 4 + 1 + 3);
+        assert_eq!(size_of::<SocketVerdict>(), 4 + 1 + 1 + 1 + 1);
+        assert_eq!(size_of::<ProcVerdict>(), 8 + 4 + 4 + 8);
+        assert_eq!(
+            size_of::<KernelVerdictEvent>(),
+            size_of::<crate::Owner>() + 8 + 4 + 4 + EVENT_HEAD_LEN
+        );
         assert_eq!(size_of::<PacketKey>(), 1 + 1 + 2 + 4 + 16 + 16);
         assert_eq!(
             size_of::<QueuedPacket>(),

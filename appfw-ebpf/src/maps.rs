@@ -11,7 +11,8 @@ use appfw_common::{
     maps::{self as names, counter, SocketEvent},
     owner::exe_source,
     verdict::SETTING_GENERATION,
-    FlowKey, KernelOffsets, Owner, PacketKey, ProcKey, ProcRecord, QueuedPacket, SocketVerdict,
+    FlowKey, KernelOffsets, Owner, PacketKey, ProcKey, ProcRecord, ProcVerdict, QueuedPacket,
+    SocketVerdict,
 };
 use aya_ebpf::{
     bindings::BPF_ANY,
@@ -35,6 +36,14 @@ static APPFW_CLOSED_SOCKETS: LruHashMap<u64, Owner> =
 #[map]
 static APPFW_VERDICTS: LruHashMap<u64, SocketVerdict> =
     LruHashMap::with_max_entries(names::VERDICTS_CAPACITY, 0);
+
+#[map]
+static APPFW_PROC_VERDICTS: LruHashMap<ProcKey, ProcVerdict> =
+    LruHashMap::with_max_entries(names::PROC_VERDICTS_CAPACITY, 0);
+
+#[map]
+pub static APPFW_KERNEL_VERDICT_EVENTS: RingBuf =
+    RingBuf::with_byte_size(names::KERNEL_VERDICT_EVENTS_BYTES, 0);
 
 #[map]
 static APPFW_QUEUED: LruHashMap<PacketKey, QueuedPacket> =
@@ -234,15 +243,47 @@ pub fn socket_changed_hands(owner: &Owner) {
     let _ = APPFW_VERDICTS.remove(&owner.cookie);
 }
 
-/// The current verdict of socket `cookie`: one of
-/// `appfw_common::verdict::action`, if it was made under the policy
-/// generation in force.
+/// The policy generation in force.
 #[inline(always)]
-pub fn socket_verdict(cookie: u64) -> Option<u8> {
-    let generation = *APPFW_SETTINGS.get(SETTING_GENERATION)?;
+pub fn generation() -> Option<u32> {
+    APPFW_SETTINGS.get(SETTING_GENERATION).copied()
+}
+
+/// The verdict of socket `cookie`, if it was made under `generation`.
+#[inline(always)]
+pub fn socket_verdict(cookie: u64, generation: u32) -> Option<SocketVerdict> {
     // SAFETY: copied out at once.
     let v = unsafe { APPFW_VERDICTS.get(&cookie).copied() }?;
-    (v.generation == generation).then_some(v.action)
+    (v.generation == generation).then_some(v)
+}
+
+/// Live socket `cookie` has no verdict of its own: the verdict the daemon
+/// made under `generation` for its owner's process incarnation (and user),
+/// if there is one, becomes the socket's, and is returned with the owner.
+#[inline(always)]
+pub fn process_verdict(cookie: u64, generation: u32) -> Option<(SocketVerdict, Owner)> {
+    // SAFETY: copied out at once.
+    let owner = unsafe { APPFW_SOCKETS.get(&cookie).copied() }?;
+    let key = ProcKey::new(owner.pid, owner.start_ns);
+    let pv = APPFW_PROC_VERDICTS.get_ptr_mut(&key)?;
+    // SAFETY: the map's value, valid during this program. `applied` is a
+    // statistic: two CPUs giving the verdict at once may count one (the
+    // BPF target has no atomics in Rust).
+    let verdict = unsafe {
+        if (*pv).verdict.generation != generation || (*pv).uid != owner.uid {
+            return None;
+        }
+        (*pv).applied += 1;
+        (*pv).verdict
+    };
+    if APPFW_VERDICTS
+        .insert(&cookie, &verdict, BPF_ANY as u64)
+        .is_err()
+    {
+        count(counter::MAP_UPDATE_FAILED);
+    }
+    count(counter::PROCESS_VERDICT);
+    Some((verdict, owner))
 }
 
 /// A packet of socket `cookie` goes to the queue under `key`, with the
@@ -402,6 +443,9 @@ pub fn process_exited(pid: u32) {
 #[inline(always)]
 fn retire(pid: u32) {
     let start = process_start(pid);
+    // Its verdict was made for this incarnation (start 0: a process older
+    // than appfw), and must not reach a later one.
+    let _ = APPFW_PROC_VERDICTS.remove(&ProcKey::new(pid, start));
     if start == 0 {
         return;
     }

@@ -8,24 +8,80 @@
 
 use appfw_common::{
     maps::counter,
-    verdict::{PacketKey, IPV6_HEADER_LEN},
+    verdict::{KernelVerdictEvent, PacketKey, EVENT_HEAD_LEN, IPV6_HEADER_LEN},
+    Owner, SocketVerdict,
 };
-use aya_ebpf::{helpers::generated::bpf_get_socket_cookie, programs::SkBuffContext, EbpfContext};
+use aya_ebpf::{
+    helpers::generated::{bpf_get_socket_cookie, bpf_skb_load_bytes},
+    programs::SkBuffContext,
+    EbpfContext,
+};
 
 use crate::maps;
 
 /// 1 (the rule matches) when the packet's socket holds a current verdict
-/// of `wanted` (`appfw_common::verdict::action`).
+/// of `wanted` (`appfw_common::verdict::action`). A socket without one
+/// gets its process's verdict, if the daemon made one: the first rule that
+/// looks gives it to the socket.
 #[inline(always)]
 pub fn socket_has(ctx: &SkBuffContext, wanted: u8) -> i64 {
     // SAFETY: socket filters may call this helper with their context; a
     // packet without a socket gives 0.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    if cookie != 0 && maps::socket_verdict(cookie) == Some(wanted) {
-        maps::count(counter::SOCKET_VERDICT);
-        return 1;
+    if cookie == 0 {
+        return 0;
     }
-    0
+    let Some(generation) = maps::generation() else {
+        return 0;
+    };
+    let action = match maps::socket_verdict(cookie, generation) {
+        Some(v) if v.action == wanted => {
+            maps::count(counter::SOCKET_VERDICT);
+            return 1;
+        }
+        Some(v) => v.action,
+        None => match maps::process_verdict(cookie, generation) {
+            Some((v, owner)) => {
+                if v.report != 0 {
+                    report(ctx, &owner, v);
+                }
+                v.action
+            }
+            None => return 0,
+        },
+    };
+    i64::from(action == wanted)
+}
+
+/// Tells the daemon that `owner`'s socket got its process's verdict, with
+/// the packet's first bytes for the report.
+#[inline(always)]
+fn report(ctx: &SkBuffContext, owner: &Owner, verdict: SocketVerdict) {
+    let Some(mut entry) = maps::APPFW_KERNEL_VERDICT_EVENTS.reserve::<KernelVerdictEvent>(0) else {
+        maps::count(counter::VERDICT_EVENTS_LOST);
+        return;
+    };
+    let e = entry.as_mut_ptr();
+    // SAFETY: `e` points at the reserved entry, ours until submitted;
+    // every field is written before it is.
+    unsafe {
+        (*e).owner = *owner;
+        (*e).verdict = verdict;
+        (*e)._pad = 0;
+        (*e).head = [0; EVENT_HEAD_LEN];
+        let len = ctx.len() as usize;
+        let n = if len > EVENT_HEAD_LEN {
+            EVENT_HEAD_LEN
+        } else {
+            len
+        };
+        (*e).head_len = 0;
+        if n > 0 && bpf_skb_load_bytes(ctx.as_ptr(), 0, (&raw mut (*e).head).cast(), n as u32) == 0
+        {
+            (*e).head_len = n as u32;
+        }
+    }
+    entry.submit(0);
 }
 
 /// 1 for a packet the kernel sends of its own accord: no socket, or one

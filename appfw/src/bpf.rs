@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use appfw_common::{
     maps::{self as names, counter, filters},
-    FlowKey, Owner, PacketKey, ProcKey, ProcRecord, QueuedPacket, SocketVerdict,
+    FlowKey, Owner, PacketKey, ProcKey, ProcRecord, ProcVerdict, QueuedPacket, SocketVerdict,
 };
 use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
@@ -109,6 +109,10 @@ pub struct Maps {
     pub sockets: HashMap<MapData, u64, Owner>,
     pub closed_sockets: HashMap<MapData, u64, Owner>,
     pub verdicts: HashMap<MapData, u64, SocketVerdict>,
+    pub proc_verdicts: HashMap<MapData, ProcKey, ProcVerdict>,
+    /// Process verdicts the kernel gave and reported; read without system
+    /// calls (mapped memory).
+    pub verdict_events: RingBuf<MapData>,
     pub queued: HashMap<MapData, PacketKey, QueuedPacket>,
     pub settings: Array<MapData, u32>,
     pub proc_start: HashMap<MapData, u32, u64>,
@@ -238,6 +242,8 @@ pub fn load(opts: Options) -> Result<(Maps, Programs, Option<RingBuf<MapData>>),
         sockets: take_map(&mut ebpf, names::SOCKETS)?,
         closed_sockets: take_map(&mut ebpf, names::CLOSED_SOCKETS)?,
         verdicts: take_map(&mut ebpf, names::VERDICTS)?,
+        proc_verdicts: take_map(&mut ebpf, names::PROC_VERDICTS)?,
+        verdict_events: take_map(&mut ebpf, names::KERNEL_VERDICT_EVENTS)?,
         queued: take_map(&mut ebpf, names::QUEUED)?,
         settings: take_map(&mut ebpf, names::SETTINGS)?,
         proc_start: take_map(&mut ebpf, names::PROC_START)?,

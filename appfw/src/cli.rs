@@ -130,6 +130,10 @@ pub struct RunArgs {
     /// a crashed or killed appfw) and exit.
     #[arg(long, conflicts_with_all = ["whitelist", "blacklist", "monitor", "daemon", "no_rules"])]
     pub remove_rules: bool,
+    /// Send every new flow through the queue: keep no verdicts per process
+    /// in the kernel (overrides kernel-verdicts in the configuration).
+    #[arg(long)]
+    pub no_kernel_verdicts: bool,
     /// Serve Prometheus metrics on ADDR (address:port) at /metrics
     /// (overrides metrics in the configuration).
     #[arg(long, value_name = "ADDR")]

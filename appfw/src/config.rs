@@ -8,6 +8,7 @@
 //! action = "drop"      # or "reject"
 //! unknown = "accept"   # or "drop"; default: drop in whitelist mode
 //! fail = "open"        # or "closed"
+//! kernel-verdicts = true  # false: every new flow goes through the queue
 //! ```
 //!
 //! Parsing is split from I/O ([`parse_str`]) so tests feed strings. Every
@@ -283,6 +284,9 @@ pub struct Config {
     pub fail: Fail,
     /// Where to serve Prometheus metrics (`metrics = "127.0.0.1:9464"`).
     pub metrics: Option<std::net::SocketAddr>,
+    /// Keep each judged process's verdict in the kernel for its later
+    /// flows (`kernel-verdicts = false` sends every new flow to the queue).
+    pub kernel_verdicts: bool,
     /// Entries that name no file, said by [`Config::resolve`]; the daemon
     /// logs them.
     pub warnings: Vec<String>,
@@ -379,6 +383,7 @@ impl Default for Config {
             unknown: None,
             fail: Fail::Open,
             metrics: None,
+            kernel_verdicts: true,
             warnings: Vec::new(),
         }
     }
@@ -401,6 +406,7 @@ struct RawGlobal {
     unknown: Option<Unknown>,
     fail: Option<Fail>,
     metrics: Option<Spanned<String>>,
+    kernel_verdicts: Option<bool>,
 }
 
 /// Loads `path`, or the default file; a missing default file gives the
@@ -519,6 +525,7 @@ pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
         action: g.action.unwrap_or_default(),
         unknown: g.unknown,
         fail: g.fail.unwrap_or_default(),
+        kernel_verdicts: g.kernel_verdicts.unwrap_or(true),
         warnings: Vec::new(),
     })
 }
@@ -629,6 +636,15 @@ pub(crate) mod tests {
 
     #[test]
     fn metrics_address_is_checked_where_it_is_written() {
+        assert!(parse_str("", "t.toml").unwrap().kernel_verdicts);
+        let off = parse_str("[global]\nkernel-verdicts = false\n", "t.toml").unwrap();
+        assert!(!off.kernel_verdicts);
+        let e = parse_str("[global]\nkernel-verdicts = \"no\"\n", "t.toml").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("t.toml:2: key `global.kernel-verdicts`"),
+            "{e}"
+        );
         let c = parse_str("[global]\nmetrics = \"127.0.0.1:9464\"\n", "t.toml").unwrap();
         assert_eq!(c.metrics, Some("127.0.0.1:9464".parse().unwrap()));
         let e = parse_str("[global]\n\nmetrics = \"localhost\"\n", "t.toml").unwrap_err();

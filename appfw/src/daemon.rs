@@ -182,6 +182,7 @@ fn serve(
             stats_every: args.debug.then_some(Duration::from_secs(10)),
             debug: args.debug && !args.daemon,
             socket_verdicts: rules.is_some(),
+            kernel_verdicts: rules.is_some() && kernel_verdicts(args, &config),
         },
     )
     .context("starting the queue thread")?;
@@ -226,6 +227,15 @@ fn serve(
         counters: handle.counters(),
         attribution: control::attribution_of(&handle.counters()),
         kernel_queue: KernelQueue::read(queue_num).ok().flatten().map(Into::into),
+        decided: {
+            let hooks = programs.counters();
+            let count = |name: &str| hooks.iter().find(|(n, _)| *n == name).map_or(0, |h| h.1);
+            control::DecidedStatus {
+                kernel_verdicts: rules.is_some() && kernel_verdicts(args, running),
+                in_kernel: count("process_verdict"),
+                queued: count("queued"),
+            }
+        },
     };
     notify::ready(&format!("mode {}, queue {queue_num}", mode.name()));
     let mut systemd_watchdog = notify::Watchdog::from_env();
@@ -318,8 +328,11 @@ fn serve(
                         for w in &next.warnings {
                             log::warn!("{w}");
                         }
-                        let policy = Arc::new(Policy::new(mode, &next));
-                        if handle.send(Command::SetPolicy(policy)) {
+                        let command = Command::SetPolicy {
+                            policy: Arc::new(Policy::new(mode, &next)),
+                            kernel_verdicts: kernel_verdicts(args, &next),
+                        };
+                        if handle.send(command) {
                             log::info!("a listed file changed (a package upgrade?): policy updated");
                             running = next;
                         }
@@ -448,8 +461,11 @@ fn reload(
             if new.fail != started.fail {
                 log::warn!("fail mode changed: that takes a restart");
             }
-            let policy = Arc::new(Policy::new(mode, &new));
-            if queue.send(Command::SetPolicy(policy)) {
+            let command = Command::SetPolicy {
+                policy: Arc::new(Policy::new(mode, &new)),
+                kernel_verdicts: kernel_verdicts(args, &new),
+            };
+            if queue.send(command) {
                 log::info!(
                     "configuration reloaded: {} whitelist and {} blacklist entries, {} rules",
                     new.whitelist.len(),
@@ -587,4 +603,10 @@ mod detach {
             pipe: std::cell::RefCell::new(Some(wr)),
         })
     }
+}
+
+/// Whether process verdicts are kept in the kernel: on unless the
+/// configuration or the command line turns them off.
+fn kernel_verdicts(args: &RunArgs, config: &Config) -> bool {
+    config.kernel_verdicts && !args.no_kernel_verdicts
 }

@@ -1,18 +1,24 @@
 //! The hot path, on its own thread: NFQUEUE -> (socket, FlowKey) -> owner
-//! -> policy -> socket verdict -> packet verdict -> report event.
+//! -> policy -> socket and process verdicts -> packet verdict -> report
+//! event.
 //!
 //! A packet that came through appfw's own chain is judged for the socket
 //! that sent it: the verdict is stored for that socket (the kernel applies
-//! it to the socket's later packets) and the packet goes back through the
-//! chain ("repeat"), where its own socket's verdict decides it. Packets
-//! without a known socket get the verdict directly.
+//! it to the socket's later packets) and for the socket's process
+//! incarnation (the kernel gives it to that process's new sockets, see
+//! [`crate::verdicts`]); the packet goes back through the chain
+//! ("repeat"), where its own socket's verdict decides it. Packets without
+//! a known socket get the verdict directly.
+//!
+//! Flows the kernel decided by a process verdict reach this thread only as
+//! events, when they are to be reported; they are read between packets.
 //!
 //! Per packet, in the common case (owner in the eBPF map, process seen
 //! before): a few map syscalls, a hash lookup, the policy, the verdict, a
 //! channel send. No allocation, no /proc read, no lock.
 //!
-//! nfq's queue has no file descriptor to poll, so the thread blocks in
-//! recv(); [`QueueHandle::stop`] interrupts it with a signal.
+//! The thread waits in poll() on the queue and the kernel's event ring;
+//! [`QueueHandle::stop`] and new commands interrupt it with a signal.
 
 use std::{
     io,
@@ -25,7 +31,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use appfw_common::{verdict::EVENT_HEAD_LEN, ProcKey, ProcVerdict};
 use nfq::Verdict as NfVerdict;
+use rustix::event::{PollFd, PollFlags, Timespec};
 use thiserror::Error;
 
 use crate::{
@@ -53,7 +61,7 @@ const QUEUE_MAX_LEN: u32 = 4096;
 /// here. Packets that do not fit are dropped by the kernel (counted as
 /// "user dropped" in /proc/net/netfilter/nfnetlink_queue).
 const RECV_BUFFER: libc::c_int = 16 << 20;
-/// An idle queue thread still wakes this often (its receive times out) and
+/// An idle queue thread still wakes this often (its poll times out) and
 /// counts the wakeup as progress: a thread that stops counting is stuck,
 /// which the systemd watchdog acts on.
 const IDLE_WAKEUP: Duration = Duration::from_millis(500);
@@ -113,7 +121,6 @@ pub fn bind(num: u16) -> Result<BoundQueue, QueueError> {
     // Overruns of the receive buffer show up as ENOBUFS, which is counted.
     queue.set_recv_enobufs(true).map_err(configure)?;
     set_recv_buffer(&queue, RECV_BUFFER)?;
-    set_recv_timeout(&queue, IDLE_WAKEUP).map_err(configure)?;
     Ok(BoundQueue { queue, num })
 }
 
@@ -126,18 +133,13 @@ fn set_recv_buffer(queue: &nfq::Queue, bytes: libc::c_int) -> Result<(), QueueEr
     })
 }
 
-fn set_recv_timeout(queue: &nfq::Queue, timeout: Duration) -> io::Result<()> {
-    rustix::net::sockopt::set_socket_timeout(
-        queue,
-        rustix::net::sockopt::Timeout::Recv,
-        Some(timeout),
-    )
-    .map_err(Into::into)
-}
-
 /// Commands to the queue thread (checked between packets).
 pub enum Command {
-    SetPolicy(Arc<Policy>),
+    SetPolicy {
+        policy: Arc<Policy>,
+        /// Whether process verdicts are kept in the kernel from now on.
+        kernel_verdicts: bool,
+    },
 }
 
 pub struct QueueHandle {
@@ -165,6 +167,9 @@ pub struct Setup<S> {
     /// appfw's own chain is installed: it records each queued packet's
     /// socket and applies socket verdicts (not with --no-rules).
     pub socket_verdicts: bool,
+    /// Keep verdicts per process incarnation in the kernel
+    /// (`kernel-verdicts`; needs `socket_verdicts`).
+    pub kernel_verdicts: bool,
 }
 
 pub fn spawn<S: OwnerStore + SocketVerdicts + Send + 'static>(
@@ -298,6 +303,8 @@ fn run<S: OwnerStore + SocketVerdicts>(
     shared: &Shared,
 ) -> QueueStats {
     let BoundQueue { mut queue, num } = bound;
+    // Waiting happens in poll(), on the queue and the event ring at once.
+    queue.set_nonblocking(true);
     let mut stats = QueueStats::default();
     let mut reported = Reported::new();
     let mut last_stats = Instant::now();
@@ -309,9 +316,10 @@ fn run<S: OwnerStore + SocketVerdicts>(
             shared.publish(&mut stats, &setup.attributor);
             last_publish = Instant::now();
         }
+        kernel_events(&mut setup, &mut stats, &mut reported);
         let mut msg = match queue.recv() {
             Ok(m) => m,
-            // A wakeup signal, or IDLE_WAKEUP passed without a packet.
+            // Nothing waiting, or a wakeup signal.
             Err(e)
                 if matches!(
                     e.kind(),
@@ -325,6 +333,9 @@ fn run<S: OwnerStore + SocketVerdicts>(
                 // Keeps the ring buffer from filling while no packet comes.
                 if let Some(n) = &mut setup.names {
                     n.drain();
+                }
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    wait(&queue, setup.attributor.store());
                 }
                 continue;
             }
@@ -442,6 +453,7 @@ fn run<S: OwnerStore + SocketVerdicts>(
             decision,
             latency_ns: 0,
             unparsed: unparsed.filter(|_| judged_unread),
+            in_kernel: false,
             rule,
             host,
         };
@@ -454,17 +466,49 @@ fn run<S: OwnerStore + SocketVerdicts>(
         // on. Where two sockets may share a key (UDP, ICMP), this packet
         // goes back through the chain to meet its own socket's verdict: if
         // the record was another socket's, it comes back to be judged.
+        let report = setup.debug || reported_reason(event.decision.reason);
         // A verdict that may differ by destination is kept only for a
         // socket whose packets all go to one destination.
         let stored = !judged_unread
             && !lost
             && (event.decision.scope == Scope::Process || unique_key)
             && socket.as_ref().is_some_and(|s| {
-                setup
-                    .attributor
-                    .store_mut()
-                    .set(s.cookie, verdicts::encode(verdict, generation))
+                setup.attributor.store_mut().set(
+                    s.cookie,
+                    verdicts::encode(event.decision, generation, report),
+                )
             });
+        // The process's later sockets get the verdict in the kernel: only
+        // a verdict made for the process the socket's record names (not
+        // for an unknown owner, whose next flow may be identified), and
+        // only for an incarnation the kernel saw begin: start 0 (a process
+        // older than appfw, or one whose start could not be recorded)
+        // does not tell a pid's processes apart.
+        if let Some(owner) = socket.as_ref().and_then(|s| s.owner).filter(|o| {
+            stored
+                && setup.kernel_verdicts
+                && source == Source::Socket
+                && event.decision.reason != Reason::Unknown
+                // Only a verdict that holds for every destination, and not
+                // a rule's: the kernel's encoding keeps no rule to name.
+                && event.decision.scope == Scope::Process
+                && event.decision.rule.is_none()
+                && o.start_ns != 0
+        }) {
+            let v = ProcVerdict {
+                verdict: verdicts::encode(event.decision, generation, report),
+                uid: owner.uid,
+                _pad: 0,
+                applied: 0,
+            };
+            if setup
+                .attributor
+                .store_mut()
+                .set_process(ProcKey::new(owner.pid, owner.start_ns), v)
+            {
+                stats.counts.process_verdicts += 1;
+            }
+        }
         match verdict {
             _ if stored && !unique_key => {
                 match verdict {
@@ -532,6 +576,85 @@ fn run<S: OwnerStore + SocketVerdicts>(
     stats
 }
 
+/// Sleeps until a packet is queued, the kernel reports a verdict it gave,
+/// a signal arrives, or [`IDLE_WAKEUP`] passes.
+fn wait<S: SocketVerdicts>(queue: &nfq::Queue, store: &S) {
+    let timeout = Timespec::try_from(IDLE_WAKEUP).unwrap_or(Timespec {
+        tv_sec: 0,
+        tv_nsec: 500_000_000,
+    });
+    let result = rustix::event::poll(
+        &mut [
+            PollFd::new(queue, PollFlags::IN),
+            PollFd::from_borrowed_fd(store.kernel_event_fd(), PollFlags::IN),
+        ],
+        Some(&timeout),
+    );
+    // EINTR is a wakeup; any other failure must not make the loop spin.
+    if let Err(e) = result {
+        if e != rustix::io::Errno::INTR {
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Reports the flows the kernel decided by a process verdict since the
+/// last look (it sends events only for verdicts that are reported). The
+/// decision is the one this thread made for the process; only the flow is
+/// new.
+fn kernel_events<S: OwnerStore + SocketVerdicts>(
+    setup: &mut Setup<S>,
+    stats: &mut QueueStats,
+    reported: &mut Reported,
+) {
+    while let Some(ev) = setup.attributor.store_mut().kernel_event() {
+        stats.counts.kernel_events += 1;
+        let Some(decision) = verdicts::decode(ev.verdict) else {
+            continue;
+        };
+        let head = &ev.head[..(ev.head_len as usize).min(EVENT_HEAD_LEN)];
+        let key = match packet::flow_key(head, setup.netns) {
+            Ok(key) => key,
+            Err(u) => u.key,
+        };
+        // The answer that named the destination came before this flow.
+        let host = setup.names.as_mut().and_then(|n| {
+            n.drain();
+            let daddr = key.endpoints().1.ip();
+            n.names
+                .lookup(daddr, ev.owner.pid, std::time::Instant::now())
+                .cloned()
+        });
+        let event = Event {
+            key,
+            source: Source::Socket,
+            process: Some(setup.attributor.resolve_owner(&ev.owner)),
+            decision,
+            latency_ns: 0,
+            unparsed: None,
+            in_kernel: true,
+            rule: None,
+            host,
+        };
+        if (setup.debug || reported.wanted(&event)) && setup.reports.try_send(event).is_err() {
+            stats.counts.reports_dropped += 1;
+        }
+    }
+}
+
+/// Whether decisions for this reason are reported (monitor ones once per
+/// program and destination).
+fn reported_reason(reason: Reason) -> bool {
+    match reason {
+        Reason::InWhitelist | Reason::NotInBlacklist => false,
+        Reason::Monitor
+        | Reason::NotInWhitelist
+        | Reason::InBlacklist
+        | Reason::Unknown
+        | Reason::Rule => true,
+    }
+}
+
 /// Takes the commands waiting; between packets, so that a packet is judged
 /// wholly under one policy.
 fn apply_commands<S: OwnerStore + SocketVerdicts>(
@@ -540,10 +663,16 @@ fn apply_commands<S: OwnerStore + SocketVerdicts>(
     generation: &mut u32,
     pending: &AtomicU64,
 ) {
-    while let Ok(Command::SetPolicy(p)) = commands.try_recv() {
+    while let Ok(Command::SetPolicy {
+        policy,
+        kernel_verdicts,
+    }) = commands.try_recv()
+    {
         pending.fetch_sub(1, Ordering::SeqCst);
-        setup.policy = p;
-        // Every socket's verdict was made under the old policy.
+        setup.policy = policy;
+        setup.kernel_verdicts = kernel_verdicts && setup.socket_verdicts;
+        // Every socket's and process's verdict was made under the old
+        // policy.
         *generation = generation.wrapping_add(1);
         if !setup.attributor.store_mut().set_generation(*generation) {
             log::error!(
@@ -574,7 +703,7 @@ impl Reported {
     fn wanted(&mut self, ev: &Event) -> bool {
         use std::hash::{Hash, Hasher};
         match ev.decision.reason {
-            Reason::InWhitelist | Reason::NotInBlacklist => false,
+            r if !reported_reason(r) => false,
             Reason::Monitor => {
                 let mut h = std::collections::hash_map::DefaultHasher::new();
                 let pid = ev.process.as_deref().map(|p| p.pid).unwrap_or_default();
@@ -585,8 +714,8 @@ impl Reported {
                 *slot = hash;
                 new
             }
-            Reason::NotInWhitelist | Reason::InBlacklist | Reason::Unknown => true,
             Reason::Rule => matches!(ev.decision.verdict, Verdict::Block(_)),
+            _ => true,
         }
     }
 }

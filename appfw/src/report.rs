@@ -38,6 +38,9 @@ pub struct Event {
     /// Why the packet could not be read (it was judged as from an unknown
     /// owner; `key` holds what was readable).
     pub unparsed: Option<&'static str>,
+    /// The kernel decided this flow with its process's verdict; the queue
+    /// never saw it.
+    pub in_kernel: bool,
     /// How the `[[rule]]` that matched is named (its `name`, or "#N").
     pub rule: Option<Arc<str>>,
     /// The destination's name, from a DNS answer.
@@ -190,7 +193,12 @@ pub fn debug_line(ev: &Event) -> String {
         None => ("?".into(), 0, String::new()),
     };
     format!(
-        "packet {}{}{} source={} pid={} exe='{}' command='{}' reason={:?}{} verdict={} latency={:.1}us",
+        "{} {}{}{} source={} pid={} exe='{}' command='{}' reason={:?}{} verdict={} latency={:.1}us",
+        if ev.in_kernel {
+            "kernel verdict"
+        } else {
+            "packet"
+        },
         tuple(&ev.key),
         ev.host
             .as_deref()
@@ -386,6 +394,7 @@ mod tests {
                 scope: crate::policy::Scope::Process,
                 rule: None,
             },
+            in_kernel: false,
             latency_ns: 1000,
             unparsed: None,
             rule: None,

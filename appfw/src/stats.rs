@@ -82,6 +82,11 @@ pub struct Counters {
     pub reports_dropped: u64,
     /// Packets whose judging panicked; they got the unknown-owner verdict.
     pub internal_errors: u64,
+    /// Process verdicts stored in the kernel (one per process judged in
+    /// the queue; its later flows are decided there).
+    pub process_verdicts: u64,
+    /// Flows the kernel decided by a process verdict and reported here.
+    pub kernel_events: u64,
     #[serde(skip)]
     pub attribution: Counts,
     /// Decisions by verdict and reason (indices of [`VERDICT_NAMES`],

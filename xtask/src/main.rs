@@ -264,6 +264,10 @@ fn lint() -> Result<()> {
     ebpf::clippy()
 }
 
+/// Integration test modules run a second time with kernel verdicts off.
+const KERNEL_VERDICTS_OFF_SUITES: &[&str] =
+    &["verdicts::", "enforcement::", "packets::", "identity::"];
+
 fn test(args: Vec<String>) -> Result<()> {
     if !system::is_root() {
         bail!(
@@ -283,8 +287,19 @@ fn test(args: Vec<String>) -> Result<()> {
     if !args.is_empty() {
         cmd.arg("--").args(&args);
     }
-    let (passed, failed) = run_counting(&mut cmd)?;
+    let (mut passed, mut failed) = run_counting(&mut cmd)?;
     if args.is_empty() {
+        // The verdict and enforcement tests once more, with every flow
+        // through the queue: kernel verdicts are an optimisation, and the
+        // same attacks must fail without them.
+        let mut off = cargo();
+        off.env("APPFW_TEST_KERNEL_VERDICTS", "off")
+            .args(["test", "-p", "appfw", "--test", "it", "--"])
+            .args(KERNEL_VERDICTS_OFF_SUITES)
+            .args(["--skip", "kernel_verdicts::"]);
+        let (p, f) = run_counting(&mut off)?;
+        passed += p;
+        failed += f;
         fuzz::run(20)?;
         bench::run(bench::Args {
             duration: 1,

@@ -43,6 +43,20 @@ pub struct Status {
     pub attribution: Vec<(String, u64)>,
     /// The kernel's view, from /proc/net/netfilter/nfnetlink_queue.
     pub kernel_queue: Option<KernelQueueStatus>,
+    /// Where new flows were decided.
+    pub decided: DecidedStatus,
+}
+
+/// Where flows were decided: the kernel's counters.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DecidedStatus {
+    /// Verdicts per process are kept in the kernel (`kernel-verdicts`).
+    pub kernel_verdicts: bool,
+    /// New sockets that got their process's verdict in the kernel: flows
+    /// that never went through the queue.
+    pub in_kernel: u64,
+    /// Packets sent to the queue.
+    pub queued: u64,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -232,6 +246,13 @@ pub fn render(s: &Status) -> String {
         }
         None => out += "kernel queue: not readable from /proc/net/netfilter/nfnetlink_queue\n",
     }
+    let d = &s.decided;
+    out += &format!(
+        "decided:  {} flows in the kernel by their process's verdict, {} packets through the queue (kernel verdicts {})\n",
+        d.in_kernel,
+        d.queued,
+        if d.kernel_verdicts { "on" } else { "off" }
+    );
     out
 }
 

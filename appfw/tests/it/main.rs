@@ -8,6 +8,7 @@ mod cli;
 mod enforcement;
 mod identity;
 mod journal;
+mod kernel_verdicts;
 mod logging;
 mod metrics;
 mod mounts;

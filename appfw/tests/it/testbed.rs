@@ -612,6 +612,12 @@ impl Daemon {
         let trace = bed.dir.join(format!("appfw-{n}.trace"));
         let mut cmd = bed.in_client(appfw_bin());
         cmd.args(args).arg("-t").arg(&trace);
+        // `cargo xtask test` runs the verdict suites a second time so.
+        if std::env::var_os("APPFW_TEST_KERNEL_VERDICTS").is_some_and(|v| v == "off")
+            && !args.contains(&"--no-kernel-verdicts")
+        {
+            cmd.arg("--no-kernel-verdicts");
+        }
         cmd.envs(env.iter().copied());
         if let Some(text) = config {
             let path = write_config(&bed.dir, text);
@@ -671,9 +677,19 @@ impl Daemon {
     pub fn stop(mut self) -> String {
         self.signal(libc::SIGTERM);
         let mut child = self.child.take().unwrap();
-        let status = wait_for(Duration::from_secs(10), "appfw to exit", || {
-            child.try_wait().unwrap()
-        });
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                panic!(
+                    "appfw did not exit within 10 s of SIGTERM: {}",
+                    self.stderr_text()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
         assert!(
             status.success(),
             "appfw exited with {status}: {}",

@@ -61,16 +61,21 @@ pub enum Mode {
     Floor,
     Monitor,
     Blacklist,
+    /// `--blacklist` with every new flow through the queue.
+    BlacklistQueued,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 5] = [
+    pub const ALL: [Mode; 6] = [
         Mode::None,
         Mode::Conntrack,
         Mode::Floor,
         Mode::Monitor,
         Mode::Blacklist,
+        Mode::BlacklistQueued,
     ];
+    /// The modes that run appfw.
+    pub const APPFW: [Mode; 3] = [Mode::Monitor, Mode::Blacklist, Mode::BlacklistQueued];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -79,6 +84,7 @@ impl Mode {
             Mode::Floor => "floor (ct NEW -> bare nfq accept-all)",
             Mode::Monitor => "appfw --monitor",
             Mode::Blacklist => "appfw --blacklist (1,000 entries)",
+            Mode::BlacklistQueued => "appfw --blacklist, kernel verdicts off",
         }
     }
 }
@@ -310,13 +316,13 @@ impl Bench {
                     appfw: floor_latency,
                 })
             }
-            Mode::Monitor | Mode::Blacklist => {
-                let (flag, cfg) = if mode == Mode::Monitor {
-                    ("-m", &self.monitor_cfg)
-                } else {
-                    ("-b", &self.blacklist)
+            Mode::Monitor | Mode::Blacklist | Mode::BlacklistQueued => {
+                let (args, cfg): (&[&str], _) = match mode {
+                    Mode::Monitor => (&["-m"], &self.monitor_cfg),
+                    Mode::Blacklist => (&["-b"], &self.blacklist),
+                    _ => (&["-b", "--no-kernel-verdicts"], &self.blacklist),
                 };
-                let d = self.start_appfw(&[flag], cfg)?;
+                let d = self.start_appfw(args, cfg)?;
                 // The start-up peak (aya parses the kernel's BTF while
                 // loading) is recorded, then the high-water mark is reset so
                 // that the peak under load is measured on its own.
@@ -382,10 +388,51 @@ impl Bench {
                 })
                 .count();
         }
+        // The same processes under --blacklist, with kernel verdicts on
+        // and off, alternating: each process makes one flow, so both send
+        // every flow through the queue, and the rates should match.
+        let mut secs = [Vec::new(), Vec::new()];
+        for _ in 0..3 {
+            for (i, extra) in [&[][..], &["--no-kernel-verdicts"][..]]
+                .into_iter()
+                .enumerate()
+            {
+                let mut args = vec!["-b"];
+                args.extend_from_slice(extra);
+                let d = self.start_appfw(&args, &self.blacklist)?;
+                let start = Instant::now();
+                let out = self
+                    .in_client(&self.xtask)
+                    .args([
+                        "bench-spawn",
+                        "--count",
+                        &n.to_string(),
+                        "udp",
+                        "198.51.100.2:9",
+                    ])
+                    .output()
+                    .context("running the short-lived senders")?;
+                secs[i].push(start.elapsed().as_secs_f64());
+                if !out.status.success() {
+                    bail!(
+                        "short-lived senders failed: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+                d.stop()?;
+            }
+        }
+        let rate = |v: &[f64]| {
+            let mut r: Vec<f64> = v.iter().map(|s| n as f64 / s).collect();
+            r.sort_by(f64::total_cmp);
+            r[r.len() / 2]
+        };
         Ok(ShortLived {
             total: n,
             ebpf_right: right[0],
             procfs_right: right[1],
+            per_sec_kernel_verdicts: rate(&secs[0]),
+            per_sec_queued: rate(&secs[1]),
         })
     }
 

@@ -207,3 +207,44 @@ fn sighup_reloads_rules() {
         "the reloaded rule no longer matches this port"
     );
 }
+
+#[test]
+fn a_rule_by_destination_gives_a_process_no_verdict_for_its_other_sockets() {
+    // The kernel keeps a judged process's verdict for its later sockets;
+    // a verdict a port rule made must not be taken for another port.
+    let mut bed = Bed::new();
+    bed.serve();
+    bed.sink();
+    let py = python_exe();
+    let d = Daemon::start(
+        &bed,
+        &["-w"],
+        Some(&format!(
+            "[[rule]]\nexe = \"{py}\"\nport = {HTTP_PORT}\naction = \"accept\"\n"
+        )),
+    );
+    let script = format!(
+        "import socket\n\
+         for i in range(3):\n\
+         \x20   s = socket.create_connection(('{SERVER_V4}', {HTTP_PORT}), timeout=3)\n\
+         \x20   s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')\n\
+         \x20   assert s.recv(100), 'no answer from the allowed port'\n\
+         \x20   s.close()\n\
+         try:\n\
+         \x20   s = socket.create_connection(('{SERVER_V4}', {SINK_PORT}), timeout=2)\n\
+         \x20   s.sendall(b'second-socket-other-port')\n\
+         except OSError:\n\
+         \x20   pass\n"
+    );
+    let out = run_python(&bed, &script);
+    assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(GRACE);
+    assert!(
+        !bed.sink_received().contains("second-socket-other-port"),
+        "a port rule's accept was applied to the process's other sockets"
+    );
+    d.wait_trace_line(&[
+        "is not in whitelist -> DROP.",
+        &format!("'{SERVER_V4}', {SINK_PORT})"),
+    ]);
+}

@@ -8,6 +8,7 @@
 //! NFQUEUE -> FlowKey, socket cookie ............ queue.rs, packet.rs
 //! socket / FlowKey -> owner (pid, exe, cmdline)  attribution/
 //! owner -> executed file (device, inode) ....... identity.rs (btf.rs: offsets)
+//! DNS answers (ring buffer) -> destination name  names/ (hickory-proto parses)
 //! owner, flow -> decision ...................... policy.rs, rules.rs ([[rule]])
 //! decision -> socket verdict, packet verdict ... queue.rs, verdicts.rs
 //! verdict -> report line ....................... report.rs (log, trace file, syslog)

@@ -30,10 +30,13 @@ pub struct DnsAnswer {
     pub len: u16,
     /// [`PROTO_UDP`] or [`PROTO_TCP`].
     pub proto: u8,
-    pub _pad: u8,
+    /// 4 or 6: the IP version of `saddr`.
+    pub ip_version: u8,
     /// The payload's length in the packet.
     pub wire_len: u32,
     pub _pad2: u32,
+    /// Who sent the answer (network byte order; IPv4 in the first four).
+    pub saddr: [u8; 16],
     pub data: [u8; DNS_CAPTURE],
 }
 
@@ -43,7 +46,7 @@ mod tests {
 
     #[test]
     fn answer_has_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<DnsAnswer>(), 24 + DNS_CAPTURE);
+        assert_eq!(core::mem::size_of::<DnsAnswer>(), 40 + DNS_CAPTURE);
         assert_eq!(core::mem::size_of::<DnsAnswer>() % 8, 0);
     }
 }

@@ -41,7 +41,7 @@ pub fn answer_in(ctx: &SkBuffContext) -> i32 {
 
 #[inline(always)]
 fn copy_answer(ctx: &SkBuffContext) -> Option<()> {
-    let (proto, offset) = dns_payload(ctx)?;
+    let (proto, offset, ip_version, saddr) = dns_payload(ctx)?;
     let total = ctx.len() as usize;
     if total < offset + DNS_HEADER_LEN {
         return None;
@@ -70,7 +70,8 @@ fn copy_answer(ctx: &SkBuffContext) -> Option<()> {
         (*ev).pid = owner.pid;
         (*ev).len = n as u16;
         (*ev).proto = proto;
-        (*ev)._pad = 0;
+        (*ev).ip_version = ip_version;
+        (*ev).saddr = saddr;
         (*ev).wire_len = wire_len as u32;
         (*ev)._pad2 = 0;
         bpf_skb_load_bytes(
@@ -88,23 +89,29 @@ fn copy_answer(ctx: &SkBuffContext) -> Option<()> {
     Some(())
 }
 
-/// The transport protocol and the offset of the DNS message (UDP) or
-/// segment payload (TCP) of a packet from port 53; `None` for any other
-/// packet. The packet starts at its IP header here.
+/// The transport protocol, the offset of the DNS message (UDP) or
+/// segment payload (TCP), the IP version and the source address of a
+/// packet from port 53; `None` for any other packet. The packet starts at
+/// its IP header here.
 #[inline(always)]
-fn dns_payload(ctx: &SkBuffContext) -> Option<(u8, usize)> {
+fn dns_payload(ctx: &SkBuffContext) -> Option<(u8, usize, u8, [u8; 16])> {
     let first: u8 = ctx.load(0).ok()?;
-    let (proto, l4) = match first >> 4 {
+    let mut saddr = [0u8; 16];
+    let (proto, l4, version) = match first >> 4 {
         4 => {
             let h: [u8; 20] = ctx.load(0).ok()?;
             // A later fragment has no transport header.
             if u16::from_be_bytes([h[6], h[7]]) & 0x1fff != 0 {
                 return None;
             }
-            (h[9], usize::from(h[0] & 0x0f) * 4)
+            saddr[..4].copy_from_slice(&h[12..16]);
+            (h[9], usize::from(h[0] & 0x0f) * 4, 4)
         }
         // Extension headers are not walked: answers do not carry them.
-        6 => (ctx.load::<u8>(6).ok()?, IPV6_HEADER_LEN),
+        6 => {
+            saddr = ctx.load(8).ok()?;
+            (ctx.load::<u8>(6).ok()?, IPV6_HEADER_LEN, 6)
+        }
         _ => return None,
     };
     let ports: [u8; 2] = ctx.load(l4).ok()?;
@@ -112,10 +119,10 @@ fn dns_payload(ctx: &SkBuffContext) -> Option<(u8, usize)> {
         return None;
     }
     match proto {
-        PROTO_UDP => Some((PROTO_UDP, l4 + 8)),
+        PROTO_UDP => Some((PROTO_UDP, l4 + 8, version, saddr)),
         PROTO_TCP => {
             let offset: u8 = ctx.load(l4 + 12).ok()?;
-            Some((PROTO_TCP, l4 + usize::from(offset >> 4) * 4))
+            Some((PROTO_TCP, l4 + usize::from(offset >> 4) * 4, version, saddr))
         }
         _ => None,
     }

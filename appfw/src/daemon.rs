@@ -175,7 +175,10 @@ fn serve(
         bound,
         queue::Setup {
             netns,
-            names: maps.dns.take().map(crate::names::Watcher::new),
+            names: maps
+                .dns
+                .take()
+                .map(|ring| crate::names::Watcher::new(ring, crate::names::system_resolvers())),
             attributor: Attributor::new(maps, attribution_mode),
             policy,
             reports,

@@ -560,10 +560,11 @@ fn run<S: OwnerStore + SocketVerdicts>(
                 if let Some(n) = &setup.names {
                     let c = n.names.counts;
                     eprintln!(
-                        "appfw: names: {} held, {} DNS messages read ({} unreadable), {} learned, {} evicted",
+                        "appfw: names: {} held, {} DNS messages read ({} unreadable, {} not from the system's resolvers), {} learned, {} evicted",
                         n.names.len(),
                         c.messages,
                         c.unreadable,
+                        c.untrusted,
                         c.learned,
                         c.evicted
                     );

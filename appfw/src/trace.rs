@@ -106,7 +106,10 @@ pub fn run(args: TraceArgs) -> Result<()> {
         filters: false,
     })?;
     let events = events.context("the event ring buffer was not created")?;
-    let mut names = maps.dns.take().map(Watcher::new);
+    let mut names = maps
+        .dns
+        .take()
+        .map(|ring| Watcher::new(ring, crate::names::system_resolvers()));
     let mut attributor = Attributor::new(maps, Mode::Ebpf);
     let mut diag = SockDiag::open().context("opening NETLINK_SOCK_DIAG")?;
     let mut out = io::stdout().lock();

@@ -75,7 +75,7 @@ fn display(name: &Name) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use hickory_proto::{
         op::{Message, Query},
@@ -93,6 +93,11 @@ mod tests {
             m.add_answer(a);
         }
         m.to_vec().unwrap()
+    }
+
+    /// A response to `name` with one A record.
+    pub(crate) fn response_for(name: &str, ip: [u8; 4]) -> Vec<u8> {
+        response(name, vec![a(name, ip, 60)])
     }
 
     fn a(name: &str, ip: [u8; 4], ttl: u32) -> Record {

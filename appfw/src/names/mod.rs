@@ -8,6 +8,12 @@
 //! prefers the name the same process asked for. [`Watcher`] is the queue
 //! thread's side: it drains the ring buffer before each packet is judged,
 //! so an answer that arrived before a connection's first packet names it.
+//!
+//! A program that asks a server of its own choosing can be told anything:
+//! only answers from the system's resolvers (the `nameserver`s of
+//! /etc/resolv.conf when appfw started, and port 53 on loopback, which only
+//! root can bind) count as the program's own, the ones `host` rules use.
+//! Other answers still name addresses in reports.
 
 pub mod answer;
 #[cfg(test)]
@@ -49,6 +55,9 @@ pub struct NameCounts {
     pub unreadable: u64,
     /// (address, name) pairs learned.
     pub learned: u64,
+    /// Messages from servers that are not the system's resolvers (their
+    /// names are shown, never used by rules).
+    pub untrusted: u64,
     /// Pairs dropped before their TTL ran out because the table was full.
     pub evicted: u64,
 }
@@ -194,9 +203,15 @@ impl Names {
         self.len = len;
     }
 
-    /// Learns what one message from the kernel says.
-    pub fn learn_answer(&mut self, a: &DnsAnswer, now: Instant) {
+    /// Learns what one message from the kernel says; `trusted` tells
+    /// whether it came from a resolver of the system (else no process
+    /// owns its names).
+    pub fn learn_answer(&mut self, a: &DnsAnswer, trusted: bool, now: Instant) {
         self.counts.messages += 1;
+        if !trusted {
+            self.counts.untrusted += 1;
+        }
+        let pid = if trusted { a.pid } else { 0 };
         let len = usize::from(a.len).min(a.data.len());
         let learned = if usize::try_from(a.wire_len).is_ok_and(|w| w > len) {
             // Cut by the kernel: half a message is not parsed.
@@ -207,7 +222,7 @@ impl Names {
         match learned {
             Some(found) => {
                 for (addr, name, ttl) in found {
-                    self.learn(addr, &name, ttl, a.pid, now);
+                    self.learn(addr, &name, ttl, pid, now);
                 }
             }
             None => self.counts.unreadable += 1,
@@ -223,16 +238,52 @@ fn canonical(addr: IpAddr) -> IpAddr {
     }
 }
 
+/// The resolvers /etc/resolv.conf names (`nameserver ADDRESS` lines; a
+/// zone index such as `%eth0` is dropped).
+pub fn system_resolvers() -> Vec<IpAddr> {
+    resolvers_in(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
+}
+
+fn resolvers_in(text: &str) -> Vec<IpAddr> {
+    text.lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some("nameserver"))
+                .then(|| words.next())
+                .flatten()
+        })
+        .filter_map(|a| a.split('%').next()?.parse().ok())
+        .map(canonical)
+        .collect()
+}
+
+/// Whether an answer from `src` comes from a resolver of the system.
+fn trusted_source(src: IpAddr, resolvers: &[IpAddr]) -> bool {
+    let src = canonical(src);
+    src.is_loopback() || resolvers.contains(&src)
+}
+
+fn source_of(a: &DnsAnswer) -> IpAddr {
+    if a.ip_version == 4 {
+        IpAddr::from([a.saddr[0], a.saddr[1], a.saddr[2], a.saddr[3]])
+    } else {
+        IpAddr::from(a.saddr)
+    }
+}
+
 /// The queue thread's name table and the ring buffer it is fed from.
 pub struct Watcher {
     ring: RingBuf<MapData>,
+    resolvers: Vec<IpAddr>,
     pub names: Names,
 }
 
 impl Watcher {
-    pub fn new(ring: RingBuf<MapData>) -> Watcher {
+    /// A watcher trusting `resolvers` (see [`system_resolvers`]).
+    pub fn new(ring: RingBuf<MapData>, resolvers: Vec<IpAddr>) -> Watcher {
         Watcher {
             ring,
+            resolvers,
             names: Names::default(),
         }
     }
@@ -251,7 +302,8 @@ impl Watcher {
             // which is valid for any bytes; read unaligned from the ring.
             let a: DnsAnswer = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
             drop(item);
-            self.names.learn_answer(&a, now);
+            let trusted = trusted_source(source_of(&a), &self.resolvers);
+            self.names.learn_answer(&a, trusted, now);
         }
     }
 }
@@ -305,6 +357,50 @@ mod tests {
             n.lookup(ip("198.51.100.2"), 99, t).map(|s| &**s),
             Some("a.example")
         );
+    }
+
+    #[test]
+    fn only_the_systems_resolvers_give_a_process_its_names() {
+        let conf = "# comment\nsearch example\nnameserver 198.51.100.2\nnameserver fe80::1%eth0\nnameserver ::ffff:198.51.100.3\n";
+        let r = resolvers_in(conf);
+        assert_eq!(r, [ip("198.51.100.2"), ip("fe80::1"), ip("198.51.100.3")]);
+        assert!(trusted_source(ip("198.51.100.2"), &r));
+        assert!(trusted_source(ip("::ffff:198.51.100.3"), &r));
+        assert!(trusted_source(ip("127.0.0.53"), &r), "a local stub");
+        assert!(trusted_source(ip("::1"), &r));
+        assert!(!trusted_source(ip("198.51.100.66"), &r));
+        // An answer from elsewhere names the address, for nobody.
+        let mut n = Names::default();
+        let t = Instant::now();
+        let wire = crate::names::answer::tests::response_for("evil.example.", [198, 51, 100, 9]);
+        let mut a = DnsAnswer {
+            cookie: 1,
+            pid: 42,
+            len: wire.len() as u16,
+            proto: appfw_common::dns::PROTO_UDP,
+            ip_version: 4,
+            wire_len: wire.len() as u32,
+            _pad2: 0,
+            saddr: [0; 16],
+            data: [0; appfw_common::dns::DNS_CAPTURE],
+        };
+        a.data[..wire.len()].copy_from_slice(&wire);
+        n.learn_answer(&a, false, t);
+        assert_eq!(n.lookup_own(ip("198.51.100.9"), 42, t), None);
+        assert_eq!(
+            n.lookup(ip("198.51.100.9"), 42, t).map(|s| &**s),
+            Some("evil.example")
+        );
+        assert_eq!(n.counts.untrusted, 1);
+        n.learn_answer(&a, true, t);
+        assert_eq!(
+            n.lookup_own(ip("198.51.100.9"), 42, t).map(|s| &**s),
+            Some("evil.example")
+        );
+        // Cut by the kernel: not parsed.
+        a.wire_len += 1;
+        n.learn_answer(&a, true, t);
+        assert_eq!(n.counts.unreadable, 1);
     }
 
     #[test]

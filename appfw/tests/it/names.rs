@@ -335,3 +335,47 @@ fn names_reach_programs_through_a_local_stub_resolver() {
         &format!("'{SERVER_V4}', {HTTP_PORT}) host=other.example"),
     ]);
 }
+
+#[test]
+fn answers_from_a_server_of_the_programs_choosing_do_not_satisfy_host_rules() {
+    let bed = bed();
+    let py = python_exe();
+    let d = Daemon::start(
+        &bed,
+        &["-w"],
+        Some(&format!(
+            "[[rule]]\nport = 53\naction = \"accept\"\n\n\
+             [[rule]]\nexe = \"{py}\"\nhost = \"www.test.example\"\nport = {HTTP_PORT}\naction = \"accept\"\n"
+        )),
+    );
+    // Asks the server over IPv6, an address /etc/resolv.conf does not
+    // name: any server could have given that answer.
+    let own_server = format!(
+        "import socket, struct\n\
+         q = struct.pack('!HHHHHH', 7, 0x0100, 1, 0, 0, 0) + b'\\x03www\\x04test\\x07example\\x00' + struct.pack('!HH', 1, 1)\n\
+         u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n\
+         u.settimeout(2)\n\
+         u.sendto(q, ('{SERVER_V6}', 53))\n\
+         assert u.recv(512)[3] & 0x0f == 0, 'no answer'\n\
+         try:\n\
+         \x20   socket.create_connection(('{SERVER_V4}', {HTTP_PORT}), timeout=2).close()\n\
+         \x20   print('connected')\n\
+         except OSError:\n\
+         \x20   print('blocked')\n"
+    );
+    let out = bed
+        .in_client(python())
+        .args(["-c", &own_server])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "blocked");
+    // The report still names the address.
+    d.wait_trace_line(&[
+        "is not in whitelist -> DROP.",
+        &format!("'{SERVER_V4}', {HTTP_PORT}) host=www.test.example"),
+    ]);
+    // Through the system's resolver, the same name opens the way.
+    let out = python_connect(&bed, "www.test.example", HTTP_PORT);
+    assert!(out.status.success(), "{out:?}");
+}

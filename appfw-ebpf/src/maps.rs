@@ -240,7 +240,7 @@ pub fn user_socket(cookie: u64) -> bool {
 #[inline(always)]
 pub fn socket_changed_hands(owner: &Owner) {
     socket_connected(owner);
-    let _ = APPFW_VERDICTS.remove(&owner.cookie);
+    forget_verdict(owner.cookie);
 }
 
 /// The policy generation in force.
@@ -264,26 +264,78 @@ pub fn socket_verdict(cookie: u64, generation: u32) -> Option<SocketVerdict> {
 pub fn process_verdict(cookie: u64, generation: u32) -> Option<(SocketVerdict, Owner)> {
     // SAFETY: copied out at once.
     let owner = unsafe { APPFW_SOCKETS.get(&cookie).copied() }?;
+    // Only while the owner is still its pid's current incarnation: a
+    // socket carried across exec is judged again (the daemon may store a
+    // verdict for the old incarnation after exec deleted it).
+    if process_start(owner.pid) != owner.start_ns {
+        return None;
+    }
+    let verdict = give_process_verdict(&owner, generation, true)?;
+    Some((verdict, owner))
+}
+
+/// A socket was just created by `owner`: when its process has a verdict
+/// whose flows are not reported, the socket gets it now, so that the hooks
+/// that follow need record nothing for it (see [`judged`]). A reported
+/// verdict waits for the first packet, which the report needs.
+#[inline(always)]
+pub fn socket_created(owner: &Owner) {
+    if let Some(generation) = generation() {
+        let _ = give_process_verdict(owner, generation, false);
+    }
+}
+
+/// The verdict of `owner`'s process incarnation under `generation`, given
+/// to its socket `owner.cookie`; `reported`: also one whose flows are
+/// reported.
+#[inline(always)]
+fn give_process_verdict(owner: &Owner, generation: u32, reported: bool) -> Option<SocketVerdict> {
     let key = ProcKey::new(owner.pid, owner.start_ns);
     let pv = APPFW_PROC_VERDICTS.get_ptr_mut(&key)?;
     // SAFETY: the map's value, valid during this program. `applied` is a
     // statistic: two CPUs giving the verdict at once may count one (the
     // BPF target has no atomics in Rust).
     let verdict = unsafe {
-        if (*pv).verdict.generation != generation || (*pv).uid != owner.uid {
+        let v = (*pv).verdict;
+        if v.generation != generation || (*pv).uid != owner.uid || (v.report != 0 && !reported) {
             return None;
         }
         (*pv).applied += 1;
-        (*pv).verdict
+        v
     };
     if APPFW_VERDICTS
-        .insert(&cookie, &verdict, BPF_ANY as u64)
+        .insert(&owner.cookie, &verdict, BPF_ANY as u64)
         .is_err()
     {
         count(counter::MAP_UPDATE_FAILED);
+        return None;
     }
     count(counter::PROCESS_VERDICT);
-    Some((verdict, owner))
+    Some(verdict)
+}
+
+/// Socket `cookie` has a verdict under the policy in force: the kernel
+/// decides its packets, and the daemon needs no flow record of it (one of
+/// its packets reaches the queue only after a reload, with its owner in
+/// the queue record).
+#[inline(always)]
+pub fn judged(cookie: u64) -> bool {
+    generation().is_some_and(|g| socket_verdict(cookie, g).is_some())
+}
+
+/// Socket `cookie`'s verdict was made for another owner: it is judged
+/// again at its next packet.
+#[inline(always)]
+pub fn forget_verdict(cookie: u64) {
+    let _ = APPFW_VERDICTS.remove(&cookie);
+}
+
+/// UDP socket `cookie` closed with a verdict: no datagram of it can be
+/// waiting for the daemon (each passed appfw's chain in its send call), so
+/// its owner is only forgotten.
+#[inline(always)]
+pub fn judged_socket_closed(cookie: u64) {
+    let _ = APPFW_SOCKETS.remove(&cookie);
 }
 
 /// A packet of socket `cookie` goes to the queue under `key`, with the

@@ -22,6 +22,11 @@ pub fn sock_ops(ctx: &SockOpsContext) -> u32 {
     let Some((netns, cookie)) = owner::socket_of(ctx) else {
         return 1;
     };
+    if maps::judged(cookie) {
+        // Decided in the kernel: the daemon needs no record.
+        maps::count(counter::TCP_CONNECT);
+        return 1;
+    }
     // sock_ops only sees the socket; connect4/6 already recorded who
     // called connect(). TCP Fast Open via sendto() may skip that hook.
     let owner = match maps::socket_owner(cookie) {

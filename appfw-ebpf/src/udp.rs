@@ -38,6 +38,13 @@ pub fn connected(ctx: &SockAddrContext, family: u8) -> i32 {
         return 1;
     };
     let owner = owner::current(cookie, hook::CONNECT);
+    // A socket created by one process incarnation and connected by another
+    // (across fork or exec) is judged for the one that connects.
+    if maps::socket_owner(cookie)
+        .is_some_and(|o| o.pid != owner.pid || o.start_ns != owner.start_ns)
+    {
+        maps::forget_verdict(cookie);
+    }
     maps::socket_connected(&owner);
     if proto == PROTO_UDP {
         // Reported now with the local port unknown (0); `appfw trace` looks
@@ -125,7 +132,9 @@ pub fn sendmsg(ctx: &SockAddrContext, family: u8) -> i32 {
                 maps::socket_changed_hands(&owner::current(cookie, hook::UDP_SENDMSG));
             }
         }
-        if !maps::flow_refreshed(&key, pid, cookie, owner::now()) {
+        if maps::judged(cookie) {
+            // Decided in the kernel: the daemon needs no record.
+        } else if !maps::flow_refreshed(&key, pid, cookie, owner::now()) {
             let owner = owner::current(cookie, hook::UDP_SENDMSG);
             if maps::flow_opened(&key, &owner, true) {
                 debug!(
@@ -151,6 +160,10 @@ pub fn released(ctx: &SockContext) -> i32 {
     // SAFETY: the kernel passes a valid bpf_sock context; the dst_* fields
     // are readable in every cgroup sock program.
     unsafe {
+        if (*sk).protocol as u8 == PROTO_UDP && maps::judged(cookie) {
+            maps::judged_socket_closed(cookie);
+            return 1;
+        }
         let dport = u16::from_be((*sk).dst_port);
         if (*sk).protocol as u8 == PROTO_UDP && dport != 0 {
             if let Some(mut owner) = maps::socket_owner(cookie) {

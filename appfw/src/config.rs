@@ -25,7 +25,10 @@ use std::{
 
 use serde::Deserialize;
 use thiserror::Error;
-use toml::Spanned;
+use toml::{
+    de::{DeTable, DeValue},
+    Spanned,
+};
 
 use crate::{
     cli::DEFAULT_CONFIG,
@@ -470,8 +473,8 @@ pub fn check_permissions(path: &Path) -> Result<(), ConfigError> {
 /// Parses configuration text; `origin` names it in errors.
 pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
     let raw: RawFile = toml::from_str(text).map_err(|e| {
-        let span = e.span().unwrap_or(0..0);
-        let (line, key) = locate(text, span.start);
+        let at = e.span().map_or(0, |s| s.start);
+        let (line, key) = (line_of(text, at), key_at(text, at));
         // toml's message can span lines (it quotes the source); keep the
         // first, which is the diagnosis.
         let message = e
@@ -534,46 +537,38 @@ pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
-/// The line of `offset` and the dotted key being defined there: the key on
-/// that line, or on the nearest line above it that has one (a value inside
-/// a multi-line array), prefixed with its table.
-fn locate(text: &str, offset: usize) -> (usize, String) {
-    let line = line_of(text, offset);
-    let lines: Vec<&str> = text.lines().collect();
-    let mut key = String::new();
-    let mut table = String::new();
-    for l in lines.iter().take(line).rev() {
-        let t = l.trim();
-        if key.is_empty() {
-            if let Some((k, _)) = t.split_once('=') {
-                key = k.trim().trim_matches('"').to_owned();
-                continue;
-            }
-        }
-        if t.starts_with('[') {
-            table = t.trim_matches(|c| c == '[' || c == ']').trim().to_owned();
-            if key.is_empty() {
-                key = table.clone();
-                table.clear();
-            }
-            break;
-        }
+/// The dotted key whose name or value holds byte `offset` (where toml
+/// put its error), found in toml's own parse of the file with its spans.
+/// A file that does not parse as TOML at all is parsed as far as it goes.
+fn key_at(text: &str, offset: usize) -> String {
+    let (table, _) = DeTable::parse_recoverable(text);
+    let mut path = Vec::new();
+    if find_key(table.get_ref(), offset, &mut path) {
+        path.join(".")
+    } else {
+        "(top level)".to_owned()
     }
-    // An unknown key is reported at the key itself.
-    if key.is_empty() {
-        key = text[offset.min(text.len())..]
-            .split(['=', '\n'])
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_owned();
+}
+
+/// Depth first: `path` ends as the innermost key that matches.
+fn find_key(table: &DeTable, offset: usize, path: &mut Vec<String>) -> bool {
+    let holds = |span: std::ops::Range<usize>| span.contains(&offset);
+    for (key, value) in table {
+        path.push(key.get_ref().to_string());
+        let inner = match value.get_ref() {
+            DeValue::Table(t) => find_key(t, offset, path),
+            DeValue::Array(items) => items.iter().any(|item| match item.get_ref() {
+                DeValue::Table(t) => find_key(t, offset, path),
+                _ => false,
+            }),
+            _ => false,
+        };
+        if inner || holds(key.span()) || holds(value.span()) {
+            return true;
+        }
+        path.pop();
     }
-    let full = match (table.is_empty(), key.is_empty()) {
-        (_, true) => "(top level)".to_owned(),
-        (true, false) => key,
-        (false, false) => format!("{table}.{key}"),
-    };
-    (line, full)
+    false
 }
 
 /// toml/serde messages name Rust types; say it in the file's terms.
@@ -715,6 +710,27 @@ pub(crate) mod tests {
             message.contains("drop") && message.contains("reject"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_key_it_breaks() {
+        let (line, key, _) = err("[global]\nqueue-num = 1\naction = drop\n");
+        assert_eq!((line, key.as_str()), (3, "global.action"));
+    }
+
+    #[test]
+    fn dotted_keys_and_values_inside_lists_are_located() {
+        let (line, key, _) = err("global.queue-num = \"x\"\n");
+        assert_eq!((line, key.as_str()), (1, "global.queue-num"));
+        let (line, key, message) = err("[global]\nwhitelist = [\n  \"/usr/bin/ssh\",\n  7,\n]\n");
+        assert_eq!((line, key.as_str()), (4, "global.whitelist"));
+        assert!(message.contains("string"), "{message}");
+        // Where reading lines for `=` and `[` went wrong: an inline table,
+        // and an `=` inside a string above the broken value.
+        let (line, key, _) = err("global = { queue-num = \"x\" }\n");
+        assert_eq!((line, key.as_str()), (1, "global.queue-num"));
+        let (line, key, _) = err("[global]\nwhitelist = [\n  \"env A=1 x\",\n  7,\n]\n");
+        assert_eq!((line, key.as_str()), (4, "global.whitelist"));
     }
 
     #[test]

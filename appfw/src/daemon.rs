@@ -24,7 +24,7 @@ use crate::{
     policy::{Mode, Policy},
     queue::{self, Command},
     report::{self, Sinks},
-    service::{control, metrics, notify},
+    service::{control, map_fill::MapFill, metrics, notify},
     system,
 };
 
@@ -171,6 +171,18 @@ fn serve(
         AttributionArg::Procfs => attribution::Mode::ProcfsOnly,
     };
     let policy = Arc::new(Policy::new(mode, &config));
+    // Counted at scrape time through handles of its own: the queue thread
+    // owns `maps`.
+    let map_fill = match metrics_listener.as_ref().map(|_| MapFill::of(&maps)) {
+        Some(Ok(f)) => Some(Arc::new(std::sync::Mutex::new(f))),
+        Some(Err(e)) => {
+            log::warn!(
+                "/metrics will not show how full the BPF maps are: opening them again failed: {e}"
+            );
+            None
+        }
+        None => None,
+    };
     let handle = queue::spawn(
         bound,
         queue::Setup {
@@ -213,32 +225,38 @@ fn serve(
         ready.ok();
     }
     let (rules_v4, rules_v6) = rules.as_ref().map_or((false, false), Rules::families);
-    let status = |running: &Config, loaded_at: &str| control::Status {
-        version: env!("CARGO_PKG_VERSION").into(),
-        pid: std::process::id(),
-        mode: mode.name().into(),
-        queue: queue_num,
-        config: running.path.as_ref().map(|p| p.display().to_string()),
-        config_loaded_at: loaded_at.into(),
-        started_at: started_at.clone(),
-        uptime_secs: started.elapsed().as_secs(),
-        fail: if fail_open { "open" } else { "closed" }.into(),
-        rules: control::RulesStatus {
-            v4: rules_v4,
-            v6: rules_v6,
-        },
-        counters: handle.counters(),
-        attribution: control::attribution_of(&handle.counters()),
-        kernel_queue: KernelQueue::read(queue_num).ok().flatten().map(Into::into),
-        decided: {
-            let hooks = programs.counters();
-            let count = |name: &str| hooks.iter().find(|(n, _)| *n == name).map_or(0, |h| h.1);
-            control::DecidedStatus {
-                kernel_verdicts: rules.is_some() && kernel_verdicts(args, running),
-                in_kernel: count("process_verdict"),
-                queued: count("queued"),
-            }
-        },
+    let status = |running: &Config, loaded_at: &str| {
+        let (top_talkers, other_flows, unknown_flows) = control::talkers_of(&handle.talkers());
+        control::Status {
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            mode: mode.name().into(),
+            queue: queue_num,
+            config: running.path.as_ref().map(|p| p.display().to_string()),
+            config_loaded_at: loaded_at.into(),
+            started_at: started_at.clone(),
+            uptime_secs: started.elapsed().as_secs(),
+            fail: if fail_open { "open" } else { "closed" }.into(),
+            rules: control::RulesStatus {
+                v4: rules_v4,
+                v6: rules_v6,
+            },
+            counters: handle.counters(),
+            attribution: control::attribution_of(&handle.counters()),
+            kernel_queue: KernelQueue::read(queue_num).ok().flatten().map(Into::into),
+            top_talkers,
+            other_flows,
+            unknown_flows,
+            decided: {
+                let hooks = programs.counters();
+                let count = |name: &str| hooks.iter().find(|(n, _)| *n == name).map_or(0, |h| h.1);
+                control::DecidedStatus {
+                    kernel_verdicts: rules.is_some() && kernel_verdicts(args, running),
+                    in_kernel: count("process_verdict"),
+                    queued: count("queued"),
+                }
+            },
+        }
     };
     notify::ready(&format!("mode {}, queue {queue_num}", mode.name()));
     let mut systemd_watchdog = notify::Watchdog::from_env();
@@ -305,12 +323,29 @@ fn serve(
                 conn = async { metrics_listener.as_ref().expect("guarded").accept().await }, if metrics_listener.is_some() => {
                     if let Ok((stream, _)) = conn {
                         let hooks = programs.counters();
-                        let body = metrics::render(&metrics::Snapshot {
-                            counters: handle.counters(),
-                            kernel_queue: KernelQueue::read(queue_num).ok().flatten(),
-                            hooks: &hooks,
+                        let counters = handle.counters();
+                        let talkers = handle.talkers();
+                        let kernel_queue = KernelQueue::read(queue_num).ok().flatten();
+                        let fill = map_fill.clone();
+                        tokio::spawn(async move {
+                            // Walking the maps blocks: on a worker of its own.
+                            let maps = match fill {
+                                Some(f) => tokio::task::spawn_blocking(move || {
+                                    f.lock().unwrap_or_else(|e| e.into_inner()).levels()
+                                })
+                                .await
+                                .unwrap_or_default(),
+                                None => Vec::new(),
+                            };
+                            let body = metrics::render(&metrics::Snapshot {
+                                counters,
+                                kernel_queue,
+                                hooks: &hooks,
+                                talkers: &talkers,
+                                maps: &maps,
+                            });
+                            metrics::answer(stream, body).await;
                         });
-                        tokio::spawn(metrics::answer(stream, body));
                     }
                 }
                 conn = control.accept() => if let Ok((stream, _)) = conn {

@@ -12,6 +12,7 @@
 //! owner, flow -> decision ...................... policy.rs, rules.rs ([[rule]])
 //! decision -> socket verdict, packet verdict ... queue.rs, verdicts.rs
 //! verdict -> report line ....................... report.rs (log, trace file, syslog)
+//! verdict -> counters, flows per executable .... stats.rs, talkers.rs
 //! ```
 //!
 //! `daemon.rs` wires these together; `netfilter.rs` owns the rules that
@@ -37,5 +38,6 @@ pub mod rules;
 pub mod service;
 pub mod stats;
 pub mod system;
+pub mod talkers;
 pub mod trace;
 pub mod verdicts;

@@ -45,6 +45,7 @@ use crate::{
     report::Event,
     rules::Flow,
     stats::{Counters, QueueStats},
+    talkers::Top,
     verdicts::{self, SocketVerdicts},
 };
 use appfw_common::{flow::PROTO_TCP, PacketKey};
@@ -149,6 +150,7 @@ pub struct QueueHandle {
     pending: Arc<AtomicU64>,
     progress: Arc<AtomicU64>,
     published: Arc<Mutex<Counters>>,
+    top: Arc<Mutex<Top>>,
     thread: thread::JoinHandle<QueueStats>,
 }
 
@@ -184,9 +186,11 @@ pub fn spawn<S: OwnerStore + SocketVerdicts + Send + 'static>(
     let pending2 = pending.clone();
     let progress = Arc::new(AtomicU64::new(0));
     let published = Arc::new(Mutex::new(Counters::default()));
+    let top = Arc::new(Mutex::new(Top::default()));
     let shared = Shared {
         progress: progress.clone(),
         published: published.clone(),
+        top: top.clone(),
     };
     let thread = thread::Builder::new()
         .name("appfw-queue".into())
@@ -197,6 +201,7 @@ pub fn spawn<S: OwnerStore + SocketVerdicts + Send + 'static>(
         pending,
         progress,
         published,
+        top,
         thread,
     })
 }
@@ -236,6 +241,11 @@ impl QueueHandle {
     pub fn counters(&self) -> Counters {
         // A panic while holding the lock left plain numbers: still good.
         *self.published.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The top executables by flows, as last published.
+    pub fn talkers(&self) -> Top {
+        self.top.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// True when the thread has ended (it only ends on its own if it died).
@@ -281,6 +291,7 @@ fn install_wakeup_handler() -> io::Result<()> {
 struct Shared {
     progress: Arc<AtomicU64>,
     published: Arc<Mutex<Counters>>,
+    top: Arc<Mutex<Top>>,
 }
 
 impl Shared {
@@ -290,6 +301,9 @@ impl Shared {
         if let Ok(mut c) = self.published.try_lock() {
             stats.counts.attribution = attributor.counts();
             *c = stats.counters();
+        }
+        if let Ok(mut t) = self.top.try_lock() {
+            stats.talkers.publish(&mut t);
         }
     }
 }
@@ -310,9 +324,11 @@ fn run<S: OwnerStore + SocketVerdicts>(
     let mut last_stats = Instant::now();
     let mut last_publish = Instant::now();
     let mut generation: u32 = 0;
+    let mut kernel_flows = KernelFlows::default();
     loop {
         shared.progress.fetch_add(1, Ordering::Relaxed);
         if last_publish.elapsed() >= PUBLISH_EVERY {
+            kernel_flows.count(setup.attributor.store(), &mut stats.talkers);
             shared.publish(&mut stats, &setup.attributor);
             last_publish = Instant::now();
         }
@@ -459,9 +475,8 @@ fn run<S: OwnerStore + SocketVerdicts>(
         };
         let verdict = event.decision.verdict;
         stats.count_decision(&event.decision);
-        stats
-            .decision
-            .saturating_record((start.elapsed().as_nanos() as u64).max(1));
+        stats.talkers.count(event.process.as_deref(), verdict);
+        stats.record_decision(start.elapsed().as_nanos() as u64);
         // The socket's later packets are decided in the kernel from now
         // on. Where two sockets may share a key (UDP, ICMP), this packet
         // goes back through the chain to meet its own socket's verdict: if
@@ -501,12 +516,12 @@ fn run<S: OwnerStore + SocketVerdicts>(
                 _pad: 0,
                 applied: 0,
             };
-            if setup
-                .attributor
-                .store_mut()
-                .set_process(ProcKey::new(owner.pid, owner.start_ns), v)
-            {
+            let key = ProcKey::new(owner.pid, owner.start_ns);
+            if setup.attributor.store_mut().set_process(key, v) {
                 stats.counts.process_verdicts += 1;
+                if let Some(p) = &event.process {
+                    kernel_flows.track(key, p.clone(), verdict);
+                }
             }
         }
         match verdict {
@@ -542,7 +557,7 @@ fn run<S: OwnerStore + SocketVerdicts>(
             }
         }
         let elapsed = start.elapsed().as_nanos() as u64;
-        stats.latency.saturating_record(elapsed.max(1));
+        stats.record_latency(elapsed);
 
         // Waking the reporter costs a context switch: only for lines it
         // will print.
@@ -640,6 +655,58 @@ fn kernel_events<S: OwnerStore + SocketVerdicts>(
         if (setup.debug || reported.wanted(&event)) && setup.reports.try_send(event).is_err() {
             stats.counts.reports_dropped += 1;
         }
+    }
+}
+
+/// The flows the kernel decided by process verdicts, for the flows per
+/// executable: the most recent process verdicts this thread stored, whose
+/// `applied` counts it reads once a [`PUBLISH_EVERY`] (a map lookup each,
+/// at most [`KernelFlows::TRACKED`]). Flows of verdicts pushed out of this
+/// list are not counted.
+#[derive(Default)]
+struct KernelFlows {
+    tracked: std::collections::VecDeque<TrackedVerdict>,
+}
+
+struct TrackedVerdict {
+    key: ProcKey,
+    process: Arc<crate::attribution::Process>,
+    verdict: Verdict,
+    counted: u64,
+}
+
+impl KernelFlows {
+    const TRACKED: usize = 256;
+
+    fn track(&mut self, key: ProcKey, process: Arc<crate::attribution::Process>, verdict: Verdict) {
+        self.tracked.retain(|t| t.key != key);
+        if self.tracked.len() >= Self::TRACKED {
+            self.tracked.pop_front();
+        }
+        self.tracked.push_back(TrackedVerdict {
+            key,
+            process,
+            verdict,
+            counted: 0,
+        });
+    }
+
+    /// Adds what the kernel decided since the last call; verdicts the
+    /// kernel no longer holds (exec, exit, eviction) are dropped.
+    fn count<S: SocketVerdicts>(&mut self, store: &S, talkers: &mut crate::talkers::Talkers) {
+        self.tracked
+            .retain_mut(|t| match store.process_applied(&t.key) {
+                Some(applied) => {
+                    talkers.add(
+                        t.process.exe.as_deref(),
+                        t.verdict,
+                        applied.saturating_sub(t.counted),
+                    );
+                    t.counted = applied;
+                    true
+                }
+                None => false,
+            });
     }
 }
 

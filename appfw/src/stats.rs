@@ -11,6 +11,7 @@ use crate::{
     attribution::{Counts, Source},
     config::Action,
     policy::{Decision, Reason, Verdict},
+    talkers::Talkers,
 };
 
 /// Label values of [`QueueStats::verdicts`]: the verdict, then the reason.
@@ -33,6 +34,8 @@ pub struct QueueStats {
     /// attribution, policy), without the verdict syscall.
     pub decision: Histogram<u64>,
     pub counts: Counters,
+    /// Flows per executable (see [`crate::talkers`]).
+    pub talkers: Talkers,
 }
 
 impl Default for QueueStats {
@@ -44,6 +47,7 @@ impl Default for QueueStats {
             decision: Histogram::new_with_bounds(1, 60_000_000_000, 3)
                 .expect("valid histogram bounds"),
             counts: Counters::default(),
+            talkers: Talkers::default(),
         }
     }
 }
@@ -93,6 +97,12 @@ pub struct Counters {
     /// [`REASON_NAMES`]).
     #[serde(skip)]
     pub verdicts: [[u64; 7]; 3],
+    /// [`QueueStats::latency`] and [`QueueStats::decision`] in the buckets
+    /// of /metrics' histograms.
+    #[serde(skip)]
+    pub latency: Buckets,
+    #[serde(skip)]
+    pub decision: Buckets,
 }
 
 impl QueueStats {
@@ -108,6 +118,64 @@ impl QueueStats {
 
     pub fn counters(&self) -> Counters {
         self.counts
+    }
+
+    /// Records a receive-to-verdict time: in the HDR histogram (the
+    /// percentiles of --debug and of the summary at exit) and in /metrics'
+    /// buckets (a search of 16 bounds; publishing is then a copy).
+    pub fn record_latency(&mut self, ns: u64) {
+        let ns = ns.max(1);
+        self.latency.saturating_record(ns);
+        self.counts.latency.record(ns);
+    }
+
+    /// Records a receive-to-decision time, like [`Self::record_latency`].
+    pub fn record_decision(&mut self, ns: u64) {
+        let ns = ns.max(1);
+        self.decision.saturating_record(ns);
+        self.counts.decision.record(ns);
+    }
+}
+
+/// Upper bounds (inclusive) of the histogram buckets in /metrics, in
+/// nanoseconds: from a few microseconds (a cache hit) to the /proc
+/// deadline and beyond.
+pub const BUCKET_BOUNDS_NS: [u64; 16] = [
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    1_000_000_000,
+];
+
+/// A histogram in [`BUCKET_BOUNDS_NS`] (the last bucket: above them),
+/// plain data, so that publishing it is a copy (putting the HDR histogram
+/// into buckets instead took milliseconds). Counts per bucket, not
+/// cumulative.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Buckets {
+    pub counts: [u64; BUCKET_BOUNDS_NS.len() + 1],
+    pub count: u64,
+    /// The sum of the recorded values, in nanoseconds.
+    pub sum_ns: u64,
+}
+
+impl Buckets {
+    fn record(&mut self, ns: u64) {
+        self.counts[BUCKET_BOUNDS_NS.partition_point(|&b| b < ns)] += 1;
+        self.count += 1;
+        self.sum_ns = self.sum_ns.saturating_add(ns);
     }
 }
 
@@ -172,5 +240,29 @@ impl fmt::Display for QueueStats {
             write!(f, " {} {}", s.name(), self.counts.attribution.get(s))?;
         }
         write!(f, "; process records missing {}", self.counts.attribution.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_put_in_the_metrics_buckets() {
+        let mut s = QueueStats::default();
+        // 5 us exactly (the bounds are inclusive), 7 us, 30 ms, 2 s.
+        for ns in [5_000, 7_000, 30_000_000, 2_000_000_000] {
+            s.record_decision(ns);
+        }
+        let b = s.counters().decision;
+        let mut want = [0; BUCKET_BOUNDS_NS.len() + 1];
+        want[0] = 1;
+        want[1] = 1;
+        want[12] = 1;
+        want[BUCKET_BOUNDS_NS.len()] = 1;
+        assert_eq!(b.counts, want);
+        assert_eq!((b.count, b.sum_ns), (4, 2_030_012_000));
+        assert_eq!(s.decision.len(), 4, "the HDR histogram has them too");
+        assert_eq!(s.counters().latency, Buckets::default());
     }
 }

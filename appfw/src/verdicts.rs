@@ -35,6 +35,8 @@ pub trait SocketVerdicts {
     fn set(&mut self, cookie: u64, verdict: SocketVerdict) -> bool;
     /// Records `verdict` for the process incarnation `process`.
     fn set_process(&mut self, process: ProcKey, verdict: ProcVerdict) -> bool;
+    /// How many sockets the kernel gave the verdict of `process` so far.
+    fn process_applied(&self, process: &ProcKey) -> Option<u64>;
     /// Makes `generation` the one in force.
     fn set_generation(&mut self, generation: u32) -> bool;
     /// The next process verdict the kernel gave to a new socket and
@@ -108,6 +110,10 @@ impl SocketVerdicts for crate::bpf::Maps {
 
     fn set_process(&mut self, process: ProcKey, verdict: ProcVerdict) -> bool {
         self.proc_verdicts.insert(process, verdict, 0).is_ok()
+    }
+
+    fn process_applied(&self, process: &ProcKey) -> Option<u64> {
+        self.proc_verdicts.get(process, 0).ok().map(|v| v.applied)
     }
 
     fn set_generation(&mut self, generation: u32) -> bool {

@@ -31,7 +31,7 @@ use std::{io, sync::Arc};
 
 use appfw_common::{flow::PROTO_UDP, FlowKey, Owner, ProcKey, ProcRecord};
 
-pub use process::{Process, ProcessCache, ProcessOrigin};
+pub use process::{CacheCounts, Process, ProcessCache, ProcessOrigin};
 
 /// Read access to what the kernel hooks recorded. The daemon reads BPF
 /// maps; unit tests use in-memory maps.
@@ -167,7 +167,7 @@ pub enum Mode {
 
 /// Per-path counts, and owners whose kernel process record was missing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counts(pub [u64; 6], pub u64);
+pub struct Counts(pub [u64; 6], pub u64, pub CacheCounts);
 
 impl Counts {
     pub fn get(&self, s: Source) -> u64 {
@@ -201,7 +201,11 @@ impl<S: OwnerStore, T: SocketTables> Attributor<S, T> {
     }
 
     pub fn counts(&self) -> Counts {
-        Counts(self.counts.0, self.processes.records_missing())
+        Counts(
+            self.counts.0,
+            self.processes.records_missing(),
+            self.processes.counts(),
+        )
     }
 
     pub fn store(&self) -> &S {

@@ -152,6 +152,16 @@ pub struct ProcessCache {
     /// Owners of an incarnation appfw saw start whose record was gone
     /// (evicted from the exited map, or never stored: map full).
     records_missing: u64,
+    counts: CacheCounts,
+}
+
+/// How the cache did: lookups answered from it, lookups that named the
+/// process anew, and the entries it holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheCounts {
+    pub hits: u64,
+    pub misses: u64,
+    pub entries: u64,
 }
 
 impl Default for ProcessCache {
@@ -167,6 +177,7 @@ impl ProcessCache {
             bytes: 0,
             ticks_ns: 1_000_000_000 / system::clock_ticks(),
             records_missing: 0,
+            counts: CacheCounts::default(),
         }
     }
 
@@ -175,8 +186,10 @@ impl ProcessCache {
     pub fn resolve(&mut self, owner: &Owner, store: &impl OwnerStore) -> Arc<Process> {
         let key = (owner.pid, owner.start_ns);
         if let Some(p) = self.map.get(&key) {
+            self.counts.hits += 1;
             return p.clone();
         }
+        self.counts.misses += 1;
         let p = Arc::new(self.describe(owner, store));
         self.insert(key, p.clone());
         p
@@ -205,6 +218,13 @@ impl ProcessCache {
 
     pub fn records_missing(&self) -> u64 {
         self.records_missing
+    }
+
+    pub fn counts(&self) -> CacheCounts {
+        CacheCounts {
+            entries: self.map.len() as u64,
+            ..self.counts
+        }
     }
 
     fn describe(&mut self, owner: &Owner, store: &impl OwnerStore) -> Process {
@@ -377,6 +397,27 @@ mod tests {
         assert!(
             start.elapsed() < PROC_DEADLINE,
             "a stuck pool must answer at once"
+        );
+    }
+
+    #[test]
+    fn lookups_are_counted_as_hits_and_misses() {
+        let store = super::super::tests::MemStore::default();
+        let mut cache = ProcessCache::new();
+        // Started after appfw, without a record: named without /proc.
+        let owner = super::super::tests::owner(4242, 1, 1);
+        for _ in 0..3 {
+            cache.resolve(&owner, &store);
+        }
+        let other = Owner { pid: 4243, ..owner };
+        cache.resolve(&other, &store);
+        assert_eq!(
+            cache.counts(),
+            CacheCounts {
+                hits: 2,
+                misses: 2,
+                entries: 2
+            }
         );
     }
 

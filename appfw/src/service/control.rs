@@ -20,7 +20,12 @@ use std::{
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::{attribution::Source, kernel_queue::KernelQueue, stats::Counters};
+use crate::{
+    attribution::Source,
+    kernel_queue::KernelQueue,
+    stats::Counters,
+    talkers::{Flows, Top},
+};
 
 /// What `appfw status` prints.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -45,6 +50,13 @@ pub struct Status {
     pub kernel_queue: Option<KernelQueueStatus>,
     /// Where new flows were decided.
     pub decided: DecidedStatus,
+    /// Executables by flows judged, most first (at most
+    /// [`crate::talkers::TOP`]).
+    pub top_talkers: Vec<TalkerStatus>,
+    /// Flows of every other executable.
+    pub other_flows: Flows,
+    /// Flows whose executable is not known.
+    pub unknown_flows: Flows,
 }
 
 /// Where flows were decided: the kernel's counters.
@@ -57,6 +69,29 @@ pub struct DecidedStatus {
     pub in_kernel: u64,
     /// Packets sent to the queue.
     pub queued: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TalkerStatus {
+    pub exe: String,
+    pub flows: u64,
+    pub accepted: u64,
+    pub blocked: u64,
+}
+
+/// [`Status`]'s talker fields from what the queue thread published.
+pub fn talkers_of(top: &Top) -> (Vec<TalkerStatus>, Flows, Flows) {
+    let named = top
+        .top
+        .iter()
+        .map(|t| TalkerStatus {
+            exe: t.exe.to_string(),
+            flows: t.flows.total(),
+            accepted: t.flows.accepted,
+            blocked: t.flows.blocked,
+        })
+        .collect();
+    (named, top.other, top.unknown)
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -253,6 +288,31 @@ pub fn render(s: &Status) -> String {
         d.queued,
         if d.kernel_verdicts { "on" } else { "off" }
     );
+    out += "top talkers:\n     flows accepted  blocked  executable\n";
+    let rest = [("(other)", s.other_flows), ("(unknown)", s.unknown_flows)];
+    let named = s.top_talkers.iter().map(|t| {
+        (
+            t.exe.as_str(),
+            Flows {
+                accepted: t.accepted,
+                blocked: t.blocked,
+            },
+        )
+    });
+    let mut any = false;
+    for (exe, f) in named.chain(rest.into_iter().filter(|(_, f)| f.total() > 0)) {
+        any = true;
+        out += &format!(
+            "  {:>8} {:>8} {:>8}  {}\n",
+            f.total(),
+            f.accepted,
+            f.blocked,
+            crate::escape::escape(exe)
+        );
+    }
+    if !any {
+        out += "  none yet\n";
+    }
     out
 }
 

@@ -6,16 +6,18 @@
 use std::time::Duration;
 
 use prometheus_client::{
-    encoding::text::encode,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
-    registry::Registry,
+    encoding::{text::encode, EncodeMetric, MetricEncoder, NoLabelSet},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, MetricType},
+    registry::{Registry, Unit},
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::map_fill::Level;
 use crate::{
     attribution::Source,
     kernel_queue::KernelQueue,
-    stats::{Counters, REASON_NAMES, VERDICT_NAMES},
+    stats::{Buckets, Counters, BUCKET_BOUNDS_NS, REASON_NAMES, VERDICT_NAMES},
+    talkers::Top,
 };
 
 /// What one scrape shows.
@@ -24,6 +26,31 @@ pub struct Snapshot<'a> {
     pub kernel_queue: Option<KernelQueue>,
     /// Events the eBPF programs counted, by name.
     pub hooks: &'a [(&'static str, u64)],
+    /// The top executables by flows.
+    pub talkers: &'a Top,
+    /// The BPF maps' fill levels (empty when they could not be counted).
+    pub maps: &'a [Level],
+}
+
+/// A histogram the queue thread already put in buckets ([`Buckets`]).
+#[derive(Debug)]
+struct Seconds(Buckets);
+
+impl EncodeMetric for Seconds {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let b = &self.0;
+        let buckets: Vec<(f64, u64)> = BUCKET_BOUNDS_NS
+            .iter()
+            .map(|&ns| ns as f64 / 1e9)
+            .chain([f64::INFINITY])
+            .zip(b.counts)
+            .collect();
+        encoder.encode_histogram::<NoLabelSet>(b.sum_ns as f64 / 1e9, b.count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -159,6 +186,69 @@ pub fn render(s: &Snapshot) -> String {
         "Events the eBPF programs counted, by hook",
         &hooks,
     );
+    for (name, help, b) in [
+        (
+            "appfw_verdict_latency",
+            "Time from receiving a packet to its verdict syscall returning",
+            c.latency,
+        ),
+        (
+            "appfw_decision_time",
+            "Time from receiving a packet to its verdict decided (parsing, attribution, policy)",
+            c.decision,
+        ),
+    ] {
+        reg.register_with_unit(name, help, Unit::Seconds, Seconds(b));
+    }
+    let cache = c.attribution.2;
+    labelled(
+        &mut reg,
+        "appfw_process_cache_lookups",
+        "Owners named from the process cache (hit) or anew (miss)",
+        &[
+            (vec![("result", "hit".into())], cache.hits),
+            (vec![("result", "miss".into())], cache.misses),
+        ],
+    );
+    let entries: Gauge = Gauge::default();
+    entries.set(cache.entries as i64);
+    reg.register(
+        "appfw_process_cache_entries",
+        "Processes in the cache",
+        entries,
+    );
+    let mut flows = Vec::new();
+    let named = s.talkers.top.iter().map(|t| (t.exe.to_string(), t.flows));
+    let rest = [
+        ("other".to_string(), s.talkers.other),
+        ("unknown".to_string(), s.talkers.unknown),
+    ];
+    for (exe, f) in named.chain(rest) {
+        for (verdict, n) in [("accept", f.accepted), ("block", f.blocked)] {
+            flows.push((vec![("exe", exe.clone()), ("verdict", verdict.into())], n));
+        }
+    }
+    labelled(
+        &mut reg,
+        "appfw_executable_flows",
+        "Flows judged per executable: the top ones by name, the rest as other, unknown owners as unknown",
+        &flows,
+    );
+    if !s.maps.is_empty() {
+        let entries = Family::<Labels, Gauge>::default();
+        let capacity = Family::<Labels, Gauge>::default();
+        for l in s.maps {
+            let labels = vec![("map", l.map.to_string())];
+            entries.get_or_create(&labels).set(l.entries as i64);
+            capacity.get_or_create(&labels).set(l.capacity as i64);
+        }
+        reg.register("appfw_map_entries", "Entries in appfw's BPF maps", entries);
+        reg.register(
+            "appfw_map_capacity",
+            "How many entries appfw's BPF maps hold at most",
+            capacity,
+        );
+    }
     let mut out = String::new();
     encode(&mut out, &reg).expect("writing to a String does not fail");
     out
@@ -220,6 +310,8 @@ mod tests {
                 id_sequence: 12,
             }),
             hooks: &hooks,
+            talkers: &Top::default(),
+            maps: &[],
         });
         for line in [
             "appfw_packets_total 5",
@@ -233,11 +325,102 @@ mod tests {
     }
 
     #[test]
+    fn histograms_talkers_cache_and_maps_appear() {
+        let mut c = Counters::default();
+        // 3 decisions: 2 in the 10-25 us bucket, one above every bound.
+        c.decision.counts[2] = 2;
+        c.decision.counts[BUCKET_BOUNDS_NS.len()] = 1;
+        c.decision.count = 3;
+        c.decision.sum_ns = 2_000_040_000;
+        c.attribution.2 = crate::attribution::CacheCounts {
+            hits: 7,
+            misses: 2,
+            entries: 2,
+        };
+        let mut top = Top::default();
+        top.top.push(crate::talkers::Talker {
+            exe: "/usr/bin/curl".into(),
+            flows: crate::talkers::Flows {
+                accepted: 0,
+                blocked: 3,
+            },
+        });
+        top.other.accepted = 4;
+        let text = render(&Snapshot {
+            counters: c,
+            kernel_queue: None,
+            hooks: &[],
+            talkers: &top,
+            maps: &[Level {
+                map: "APPFW_SOCKETS",
+                entries: 12,
+                capacity: 65536,
+            }],
+        });
+        for line in [
+            "# TYPE appfw_decision_time_seconds histogram",
+            "appfw_decision_time_seconds_count 3",
+            "appfw_decision_time_seconds_sum 2.00004",
+            "appfw_decision_time_seconds_bucket{le=\"0.00001\"} 0",
+            "appfw_decision_time_seconds_bucket{le=\"0.000025\"} 2",
+            "appfw_decision_time_seconds_bucket{le=\"1.0\"} 2",
+            "appfw_decision_time_seconds_bucket{le=\"+Inf\"} 3",
+            "appfw_verdict_latency_seconds_count 0",
+            "appfw_process_cache_lookups_total{result=\"hit\"} 7",
+            "appfw_process_cache_entries 2",
+            "appfw_executable_flows_total{exe=\"/usr/bin/curl\",verdict=\"block\"} 3",
+            "appfw_executable_flows_total{exe=\"other\",verdict=\"accept\"} 4",
+            "appfw_executable_flows_total{exe=\"unknown\",verdict=\"block\"} 0",
+            "appfw_map_entries{map=\"APPFW_SOCKETS\"} 12",
+            "appfw_map_capacity{map=\"APPFW_SOCKETS\"} 65536",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn an_executable_path_cannot_forge_a_series() {
+        let mut top = Top::default();
+        top.top.push(crate::talkers::Talker {
+            exe: "/tmp/x\",verdict=\"accept\"} 1\nappfw_packets_total 999\n#".into(),
+            flows: crate::talkers::Flows {
+                accepted: 1,
+                blocked: 0,
+            },
+        });
+        let text = render(&Snapshot {
+            counters: Counters::default(),
+            kernel_queue: None,
+            hooks: &[],
+            talkers: &top,
+            maps: &[],
+        });
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("appfw_packets_total 999")),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("appfw_executable_flows_total{exe=\"/tmp/x\\\""))
+                && text.lines().any(|l| l == "appfw_packets_total 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn the_grafana_dashboard_plots_only_metrics_that_exist() {
         let text = render(&Snapshot {
             counters: Counters::default(),
             kernel_queue: Some(KernelQueue::default()),
             hooks: &[("connect4", 0)],
+            talkers: &Top::default(),
+            maps: &[Level {
+                map: "APPFW_FLOWS",
+                entries: 0,
+                capacity: 1,
+            }],
         });
         let dashboard = include_str!("../../../config/grafana-appfw.json");
         let mut seen = 0;

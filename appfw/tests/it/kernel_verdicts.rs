@@ -137,6 +137,21 @@ fn a_judged_program_s_later_flows_are_decided_in_the_kernel() {
                 kernel >= flows - 1 && queued <= 4,
                 "{flows} flows: {kernel} decided in the kernel, {queued} packets queued"
             );
+            // Flows decided in the kernel count for the executable too.
+            wait_for(
+                Duration::from_secs(5),
+                "python's flows in the top talkers",
+                || {
+                    let s = status(&bed);
+                    s["top_talkers"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|t| t["exe"] == python_exe().as_str())
+                        .filter(|t| t["accepted"].as_u64() >= Some(flows))
+                        .map(|_| ())
+                },
+            );
         } else {
             assert!(
                 kernel == 0 && queued >= flows,
@@ -319,5 +334,50 @@ fn monitor_reports_each_destination_once_when_the_kernel_decides() {
         assert_eq!(lines, 1, "{proto} {port}: {}", d.trace_text());
     }
     drop(sender);
+    d.stop();
+}
+
+#[test]
+fn a_socket_carried_across_exec_is_judged_for_the_program_that_uses_it() {
+    let mut bed = Bed::new();
+    bed.sink();
+    let d = Daemon::start(
+        &bed,
+        &["-w"],
+        Some(&format!(
+            "[global]\nwhitelist = [\"{}\"]\naction = \"reject\"\n",
+            python_exe()
+        )),
+    );
+    // python (whitelisted) judges one UDP socket by sending from it, opens
+    // another, and execs perl (not whitelisted) with both; perl connects
+    // each and writes.
+    let perl = format!(
+        "use Socket; for my $i (0..1) {{ open(my $s, '+<&=', $ARGV[$i]) or die; \
+         connect($s, sockaddr_in({SINK_PORT}, inet_aton('{SERVER_V4}'))) or die \"connect: $!\"; \
+         syswrite($s, \"perl-after-exec-$i\"); }}"
+    );
+    let script = format!(
+        "import os, socket\n\
+         used = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         used.sendto(b'python-before-exec', ('{SERVER_V4}', {SINK_PORT}))\n\
+         fresh = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         for s in (used, fresh):\n\
+         \x20   os.set_inheritable(s.fileno(), True)\n\
+         os.execv('/usr/bin/perl', ['perl', '-e', {perl:?}, str(used.fileno()), str(fresh.fileno())])\n"
+    );
+    bed.as_attacker(python())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(bed.sink_got("python-before-exec", Duration::from_secs(5)));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !bed.sink_received().contains("perl-after-exec"),
+        "perl got through on sockets python opened: {}",
+        bed.sink_received()
+    );
+    let line = d.wait_trace_line(&["is not in whitelist -> REJECT."]);
+    assert!(line.contains("perl"), "{line}");
     d.stop();
 }

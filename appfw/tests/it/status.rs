@@ -36,9 +36,17 @@ fn status_shows_the_daemons_counters_and_kernel_queue() {
             String::from_utf8_lossy(&out.stderr)
         );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        // The kernel's own packets (IPv6 neighbour discovery) may count
+        // as accepted before python's flow is published: wait for it.
+        let python = v["top_talkers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["exe"] == python_exe().as_str());
         (v["counters"]["blocked"].as_u64() >= Some(2)
-            && v["counters"]["accepted"].as_u64() >= Some(1))
-        .then_some(v)
+            && v["counters"]["accepted"].as_u64() >= Some(1)
+            && python)
+            .then_some(v)
     });
     assert_eq!(json["mode"], "blacklist");
     assert_eq!(json["queue"], 3);
@@ -54,6 +62,15 @@ fn status_shows_the_daemons_counters_and_kernel_queue() {
         "kernel queue {k}, packets {packets}"
     );
     assert_eq!(k["dropped"], 0);
+    // Top talkers: each connect is one flow of its executable, most first.
+    let talkers = json["top_talkers"].as_array().unwrap();
+    let curl_flows = serde_json::json!({"exe": curl(), "flows": 2, "accepted": 0, "blocked": 2});
+    let python_flows =
+        serde_json::json!({"exe": python_exe(), "flows": 1, "accepted": 1, "blocked": 0});
+    assert_eq!(talkers.first(), Some(&curl_flows), "{json}");
+    assert!(talkers.contains(&python_flows), "{json}");
+    assert_eq!(json["other_flows"]["accepted"], 0);
+    assert_eq!(json["other_flows"]["blocked"], 0);
 
     let out = status(&bed, &["--queue-num", "3"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -62,6 +79,9 @@ fn status_shows_the_daemons_counters_and_kernel_queue() {
         "IPv4 installed, IPv6 installed; fail open",
         "kernel queue: total ",
         &format!("(pid {})", d.pid),
+        "top talkers:",
+        &format!("         2        0        2  {}\n", curl()),
+        &format!("         1        1        0  {}\n", python_exe()),
     ] {
         assert!(text.contains(part), "{part:?} not in:\n{text}");
     }

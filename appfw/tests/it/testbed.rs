@@ -605,12 +605,31 @@ impl Daemon {
         config: Option<&str>,
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Daemon {
+        Self::start_under(bed, &[], args, config, env)
+    }
+
+    /// [`Daemon::start_with_env`] with appfw run by `wrapper` (a command
+    /// that ends by exec'ing its arguments, so the pid stays appfw's).
+    pub fn start_under(
+        bed: &Bed,
+        wrapper: &[&str],
+        args: &[&str],
+        config: Option<&str>,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Daemon {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::SeqCst);
         let stderr = bed.dir.join(format!("appfw-{n}.err"));
         let stdout = bed.dir.join(format!("appfw-{n}.out"));
         let trace = bed.dir.join(format!("appfw-{n}.trace"));
-        let mut cmd = bed.in_client(appfw_bin());
+        let mut cmd = match wrapper.split_first() {
+            None => bed.in_client(appfw_bin()),
+            Some((first, rest)) => {
+                let mut c = bed.in_client(first);
+                c.args(rest).arg(appfw_bin());
+                c
+            }
+        };
         cmd.args(args).arg("-t").arg(&trace);
         // `cargo xtask test` runs the verdict suites a second time so.
         if std::env::var_os("APPFW_TEST_KERNEL_VERDICTS").is_some_and(|v| v == "off")

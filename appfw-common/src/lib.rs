@@ -9,6 +9,7 @@
 //! crate builds this crate without it.
 #![no_std]
 
+pub mod dns;
 pub mod flow;
 pub mod maps;
 pub mod owner;
@@ -42,4 +43,6 @@ mod pod {
     unsafe impl aya::Pod for super::ProcVerdict {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::KernelVerdictEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::dns::DnsAnswer {}
 }

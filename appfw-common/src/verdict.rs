@@ -34,6 +34,8 @@ pub mod reason {
     pub const IN_BLACKLIST: u8 = 4;
     pub const NOT_IN_BLACKLIST: u8 = 5;
     pub const UNKNOWN: u8 = 6;
+    /// A `[[rule]]` (socket verdicts only).
+    pub const RULE: u8 = 7;
 }
 
 /// [`SocketVerdict::report`] values.

@@ -10,6 +10,7 @@
 #![no_std]
 #![no_main]
 
+mod dns;
 mod exec;
 mod maps;
 mod owner;
@@ -20,7 +21,10 @@ mod verdict;
 
 use appfw_common::verdict::action;
 use aya_ebpf::{
-    macros::{cgroup_sock, cgroup_sock_addr, raw_tracepoint, sock_ops, socket_filter, tracepoint},
+    macros::{
+        cgroup_skb, cgroup_sock, cgroup_sock_addr, raw_tracepoint, sock_ops, socket_filter,
+        tracepoint,
+    },
     programs::{
         RawTracePointContext, SkBuffContext, SockAddrContext, SockContext, SockOpsContext,
         TracePointContext,
@@ -62,6 +66,13 @@ pub fn appfw_udp_sendmsg6(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock(sock_release)]
 pub fn appfw_sock_release(ctx: SockContext) -> i32 {
     udp::released(&ctx)
+}
+
+/// A packet received: DNS answers (UDP and TCP from port 53) are copied
+/// for the daemon. Linux 5.8 (ring buffer).
+#[cgroup_skb(ingress)]
+pub fn appfw_dns_answer(ctx: SkBuffContext) -> i32 {
+    dns::answer_in(&ctx)
 }
 
 /// TCP connect: the full tuple, local port included, before the SYN is

@@ -14,8 +14,8 @@ use appfw_common::{
 use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramError, RawTracePoint, SockOps,
-        SocketFilter, TracePoint,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, ProgramError,
+        RawTracePoint, SockOps, SocketFilter, TracePoint,
     },
     Ebpf, EbpfError, EbpfLoader,
 };
@@ -122,6 +122,9 @@ pub struct Maps {
     pub proc_start: HashMap<MapData, u32, u64>,
     pub procs: HashMap<MapData, ProcKey, ProcRecord>,
     pub exited: HashMap<MapData, ProcKey, ProcRecord>,
+    /// DNS answers received by this namespace's sockets (see
+    /// [`crate::names`]); the queue thread takes it.
+    pub dns: Option<RingBuf<MapData>>,
 }
 
 /// Loads the programs, attaches every hook, and returns the maps, the
@@ -225,6 +228,13 @@ pub fn load(opts: Options) -> Result<(Maps, Programs, Option<RingBuf<MapData>>),
         &cgroup,
     )?;
 
+    attach_to_cgroup::<CgroupSkb>(
+        &mut ebpf,
+        "appfw_dns_answer",
+        "cgroup_skb programs with a ring buffer need Linux 5.8 and cgroup v2",
+        &cgroup,
+    )?;
+
     let filters = if opts.filters {
         Some(pin_filters(&mut ebpf, opts.netns)?)
     } else {
@@ -243,6 +253,7 @@ pub fn load(opts: Options) -> Result<(Maps, Programs, Option<RingBuf<MapData>>),
         proc_start: take_map(&mut ebpf, names::PROC_START)?,
         procs: take_map(&mut ebpf, names::PROCS)?,
         exited: take_map(&mut ebpf, names::EXITED)?,
+        dns: Some(take_map(&mut ebpf, appfw_common::dns::DNS)?),
     };
     seed_processes(&mut maps);
     let counters = take_map(&mut ebpf, names::COUNTERS)?;
@@ -452,6 +463,21 @@ macro_rules! cgroup_hook {
 }
 
 cgroup_hook!(CgroupSockAddr, CgroupSock, SockOps);
+
+impl CgroupHook for CgroupSkb {
+    fn load_hook(&mut self) -> Result<(), ProgramError> {
+        self.load()
+    }
+    fn attach_hook(&mut self, cgroup: &std::fs::File) -> Result<(), ProgramError> {
+        // Only ingress: the program watches answers coming in.
+        self.attach(
+            cgroup,
+            CgroupSkbAttachType::Ingress,
+            CgroupAttachMode::Single,
+        )
+        .map(|_| ())
+    }
+}
 
 /// Loads program `name` and attaches it to the root cgroup v2.
 fn attach_to_cgroup<T: CgroupHook>(

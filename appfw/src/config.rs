@@ -30,7 +30,11 @@ use toml::{
     Spanned,
 };
 
-use crate::{cli::DEFAULT_CONFIG, identity::FileId};
+use crate::{
+    cli::DEFAULT_CONFIG,
+    identity::FileId,
+    rules::{RawRule, Rule},
+};
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -227,6 +231,8 @@ pub trait Resolver {
     fn is_executable(&self, path: &Path) -> bool;
     /// The directories a command's first word is looked up in.
     fn search_path(&self) -> Vec<PathBuf>;
+    /// The uid of the user named `name` (a rule's `user`).
+    fn uid_of(&self, name: &str) -> Option<u32>;
 }
 
 /// Where a command's first word is looked up: the system's directories,
@@ -260,6 +266,10 @@ impl Resolver for SystemFiles {
     fn search_path(&self) -> Vec<PathBuf> {
         std::env::split_paths(SEARCH_PATH).collect()
     }
+
+    fn uid_of(&self, name: &str) -> Option<u32> {
+        crate::rules::system_uid_of(name)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -269,6 +279,8 @@ pub struct Config {
     pub queue_num: u16,
     pub whitelist: Vec<Entry>,
     pub blacklist: Vec<Entry>,
+    /// `[[rule]]` tables in file order (checked before the lists).
+    pub rules: Vec<Rule>,
     pub action: Action,
     /// `None`: drop in whitelist mode, accept otherwise.
     pub unknown: Option<Unknown>,
@@ -291,34 +303,26 @@ impl Config {
         let before = self.clone();
         self.resolve(files);
         self.inherit(&before);
-        self.whitelist != before.whitelist || self.blacklist != before.blacklist
+        self.whitelist != before.whitelist
+            || self.blacklist != before.blacklist
+            || self.rules != before.rules
     }
 
     /// Carries over from `old` (the running configuration) the files each
     /// entry named there, for the same entries (by text) here.
     pub fn inherit(&mut self, old: &Config) {
-        for (list, old_list) in [
-            (&mut self.whitelist, &old.whitelist),
-            (&mut self.blacklist, &old.blacklist),
-        ] {
-            for entry in list.iter_mut() {
-                let text = entry.to_string();
-                let Some(was) = old_list
-                    .iter()
-                    .find(|o| o.to_string() == text)
-                    .and_then(Entry::target)
-                else {
-                    continue;
-                };
-                let (Entry::Exe { target, .. } | Entry::Command { target, .. }) = entry;
-                if let Some(now) = target {
-                    now.previous = std::iter::once(was.id)
-                        .chain(was.previous.iter().copied())
-                        .filter(|id| *id != now.id)
-                        .take(PREVIOUS_TARGETS)
-                        .collect();
-                }
-            }
+        let old_rules: Vec<&Entry> = old
+            .rules
+            .iter()
+            .filter_map(|r| r.program.as_ref())
+            .collect();
+        let lists = self.whitelist.iter_mut().map(|e| (e, &old.whitelist[..]));
+        let lists = lists.chain(self.blacklist.iter_mut().map(|e| (e, &old.blacklist[..])));
+        for (entry, old_list) in lists {
+            inherit_entry(entry, old_list.iter());
+        }
+        for entry in self.rules.iter_mut().filter_map(|r| r.program.as_mut()) {
+            inherit_entry(entry, old_rules.iter().copied());
         }
     }
 
@@ -343,6 +347,30 @@ impl Config {
                 }
             }
         }
+        for rule in &mut self.rules {
+            if let Err(why) = rule.resolve(files) {
+                self.warnings.push(format!(
+                    "{origin}:{}: rule {} {why}; it matches nothing until that exists and appfw reloads (SIGHUP)",
+                    rule.line, rule.label
+                ));
+            }
+        }
+    }
+}
+
+/// Gives `entry` the files the same entry (by text) in `old` named.
+fn inherit_entry<'a>(entry: &mut Entry, mut old: impl Iterator<Item = &'a Entry>) {
+    let text = entry.to_string();
+    let Some(was) = old.find(|o| o.to_string() == text).and_then(Entry::target) else {
+        return;
+    };
+    let (Entry::Exe { target, .. } | Entry::Command { target, .. }) = entry;
+    if let Some(now) = target {
+        now.previous = std::iter::once(was.id)
+            .chain(was.previous.iter().copied())
+            .filter(|id| *id != now.id)
+            .take(PREVIOUS_TARGETS)
+            .collect();
     }
 }
 
@@ -353,6 +381,7 @@ impl Default for Config {
             queue_num: 0,
             whitelist: Vec::new(),
             blacklist: Vec::new(),
+            rules: Vec::new(),
             action: Action::Drop,
             unknown: None,
             fail: Fail::Open,
@@ -367,6 +396,7 @@ impl Default for Config {
 #[serde(deny_unknown_fields)]
 struct RawFile {
     global: Option<RawGlobal>,
+    rule: Option<Vec<RawRule>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -494,6 +524,7 @@ pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
         metrics,
         whitelist: entries(g.whitelist, "whitelist")?,
         blacklist: entries(g.blacklist, "blacklist")?,
+        rules: crate::rules::parse(raw.rule.unwrap_or_default(), text, origin)?,
         action: g.action.unwrap_or_default(),
         unknown: g.unknown,
         fail: g.fail.unwrap_or_default(),
@@ -502,7 +533,7 @@ pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
     })
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
@@ -573,6 +604,23 @@ pub(crate) mod tests {
             .iter()
             .any(|e| e.to_string() == "/usr/sbin/sshd"));
         assert!(c.blacklist.iter().any(|e| e.to_string() == "/usr/bin/wget"));
+    }
+
+    #[test]
+    fn example_rules_parse_once_uncommented() {
+        let text = include_str!("../../config/appfw.toml");
+        let start = text
+            .find("# [[rule]]")
+            .expect("the example has commented rules");
+        let rules: String = text[start..]
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = parse_str(&format!("{}{rules}", &text[..start]), "config/appfw.toml").unwrap();
+        assert_eq!(c.rules.len(), 2);
+        assert_eq!(&*c.rules[0].label, "curl to debian");
+        assert_eq!(c.rules[1].user.as_ref().unwrap().written, "www-data");
     }
 
     #[test]
@@ -726,6 +774,12 @@ pub(crate) mod tests {
         }
         fn search_path(&self) -> Vec<PathBuf> {
             self.path.iter().map(PathBuf::from).collect()
+        }
+        fn uid_of(&self, name: &str) -> Option<u32> {
+            [("root", 0), ("www-data", 33), ("nobody", 65534)]
+                .into_iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, u)| u)
         }
     }
 

@@ -134,7 +134,7 @@ fn serve(
     ready: Option<&detach::Ready>,
 ) -> Result<()> {
     let netns = system::netns_cookie()?;
-    let (maps, mut programs, _) = bpf::load(bpf::Options {
+    let (mut maps, mut programs, _) = bpf::load(bpf::Options {
         netns,
         events: false,
         kernel_debug: args.debug,
@@ -187,6 +187,10 @@ fn serve(
         bound,
         queue::Setup {
             netns,
+            names: maps
+                .dns
+                .take()
+                .map(|ring| crate::names::Watcher::new(ring, crate::names::system_resolvers())),
             attributor: Attributor::new(maps, attribution_mode),
             policy,
             reports,
@@ -501,9 +505,10 @@ fn reload(
             };
             if queue.send(command) {
                 log::info!(
-                    "configuration reloaded: {} whitelist and {} blacklist entries",
+                    "configuration reloaded: {} whitelist and {} blacklist entries, {} rules",
                     new.whitelist.len(),
-                    new.blacklist.len()
+                    new.blacklist.len(),
+                    new.rules.len()
                 );
                 return Some(new);
             }

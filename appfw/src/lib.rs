@@ -8,7 +8,8 @@
 //! NFQUEUE -> FlowKey, socket cookie ............ queue.rs, packet.rs
 //! socket / FlowKey -> owner (pid, exe, cmdline)  attribution/
 //! owner -> executed file (device, inode) ....... identity.rs (btf.rs: offsets)
-//! owner -> decision ............................ policy.rs
+//! DNS answers (ring buffer) -> destination name  names/ (hickory-proto parses)
+//! owner, flow -> decision ...................... policy.rs, rules.rs ([[rule]])
 //! decision -> socket verdict, packet verdict ... queue.rs, verdicts.rs
 //! verdict -> report line ....................... report.rs (log, trace file, syslog)
 //! verdict -> counters, flows per executable .... stats.rs, talkers.rs
@@ -27,11 +28,13 @@ pub mod daemon;
 pub mod escape;
 pub mod identity;
 pub mod kernel_queue;
+pub mod names;
 pub mod netfilter;
 pub mod packet;
 pub mod policy;
 pub mod queue;
 pub mod report;
+pub mod rules;
 pub mod service;
 pub mod stats;
 pub mod system;

@@ -1,16 +1,21 @@
-//! The decision: (mode, lists, owner) -> accept or block, and why.
+//! The decision: (mode, rules, lists, owner, flow) -> accept or block, and
+//! why.
 //!
 //! A pure function of its inputs, allocation-free, so it can sit on the
 //! packet path and be tested without a kernel. Programs are compared by
 //! the file executed ((device, inode), see [`crate::identity`]); a process
-//! without one is unknown and matches no entry.
+//! without one is unknown and matches no entry. `[[rule]]`s
+//! ([`crate::rules`]) come first, in file order; the first that matches
+//! decides. In monitor mode everything is accepted and the decision says
+//! what the rule would have done.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, sync::Arc};
 
 use crate::{
     attribution::Process,
     config::{Action, Config, Entry, Unknown},
     identity::FileId,
+    rules::{Flow, Rule},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,12 +50,47 @@ pub enum Reason {
     NotInBlacklist,
     /// No owner was found.
     Unknown,
+    /// A `[[rule]]` decided (see [`Decision::rule`]).
+    Rule,
+}
+
+/// Whether a decision holds for every packet of the process, or may differ
+/// for another destination of it: a rule that looks at the destination
+/// could apply to this process. The queue caches a `Process` verdict per
+/// process, a `Flow` one only per socket whose packets all go to one
+/// destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Process,
+    Flow,
+}
+
+/// The rule that matched, and its verdict (in monitor mode: the verdict it
+/// would have given).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleHit {
+    /// Index into the policy's rules (see [`Policy::rule_label`]).
+    pub index: u16,
+    pub verdict: Verdict,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decision {
     pub verdict: Verdict,
     pub reason: Reason,
+    pub scope: Scope,
+    pub rule: Option<RuleHit>,
+}
+
+impl Decision {
+    fn new(verdict: Verdict, reason: Reason, scope: Scope) -> Decision {
+        Decision {
+            verdict,
+            reason,
+            scope,
+            rule: None,
+        }
+    }
 }
 
 /// A list prepared for lookups: executables in a hash set (a policy may
@@ -91,6 +131,7 @@ pub struct Policy {
     blacklist: List,
     action: Action,
     unknown: Unknown,
+    rules: Vec<Rule>,
 }
 
 impl Policy {
@@ -105,22 +146,51 @@ impl Policy {
             blacklist: List::new(&config.blacklist),
             action: config.action,
             unknown,
+            // Rules past u16::MAX are unreachable in practice; the index
+            // must fit the decision.
+            rules: config
+                .rules
+                .iter()
+                .take(u16::MAX as usize)
+                .cloned()
+                .collect(),
         }
+    }
+
+    /// How reports name rule `index`: its `name`, or "#N".
+    pub fn rule_label(&self, index: u16) -> Option<&Arc<str>> {
+        self.rules.get(index as usize).map(|r| &r.label)
     }
 
     /// A packet appfw cannot tie to its socket because it was overrun:
     /// blocked (dropped) unless appfw only monitors.
     pub fn overloaded(&self) -> Decision {
-        Decision {
-            verdict: match self.mode {
-                Mode::Monitor => Verdict::Accept,
-                _ => Verdict::Block(Action::Drop),
-            },
-            reason: Reason::Unknown,
-        }
+        let verdict = match self.mode {
+            Mode::Monitor => Verdict::Accept,
+            _ => Verdict::Block(Action::Drop),
+        };
+        Decision::new(verdict, Reason::Unknown, Scope::Flow)
     }
 
-    pub fn decide(&self, process: Option<&Process>) -> Decision {
+    /// Judges a packet of `flow` sent by `process` (`None`: no owner).
+    pub fn decide(&self, process: Option<&Process>, flow: &Flow) -> Decision {
+        let (hit, scope) = self.first_rule(process, flow);
+        if let Some(hit) = hit {
+            let verdict = match self.mode {
+                Mode::Monitor => Verdict::Accept,
+                _ => hit.verdict,
+            };
+            let reason = match self.mode {
+                Mode::Monitor => Reason::Monitor,
+                _ => Reason::Rule,
+            };
+            return Decision {
+                verdict,
+                reason,
+                scope,
+                rule: Some(hit),
+            };
+        }
         let block = Verdict::Block(self.action);
         // Without an executable a process is unknown, whatever its name.
         let Some(p) = process.filter(|p| p.exe_id.is_some()) else {
@@ -128,10 +198,7 @@ impl Policy {
                 (Mode::Monitor, _) | (_, Unknown::Accept) => Verdict::Accept,
                 (_, Unknown::Drop) => block,
             };
-            return Decision {
-                verdict,
-                reason: Reason::Unknown,
-            };
+            return Decision::new(verdict, Reason::Unknown, scope);
         };
         let (verdict, reason) = match self.mode {
             Mode::Monitor => (Verdict::Accept, Reason::Monitor),
@@ -140,7 +207,41 @@ impl Policy {
             Mode::Blacklist if self.blacklist.contains(p) => (block, Reason::InBlacklist),
             Mode::Blacklist => (Verdict::Accept, Reason::NotInBlacklist),
         };
-        Decision { verdict, reason }
+        Decision::new(verdict, reason, scope)
+    }
+
+    /// The first rule matching the packet, and the scope of the decision:
+    /// `Flow` as soon as a rule that looks at destinations applies to this
+    /// process, matched or not, up to the deciding one.
+    fn first_rule(&self, process: Option<&Process>, flow: &Flow) -> (Option<RuleHit>, Scope) {
+        let mut scope = Scope::Process;
+        for (i, r) in self.rules.iter().enumerate() {
+            if r.has_flow_matchers() {
+                // Once the scope is known, the cheap destination test
+                // goes first.
+                if scope == Scope::Flow {
+                    if !r.flow_matches(flow) || !r.program_matches(process, flow.uid) {
+                        continue;
+                    }
+                } else {
+                    if !r.program_matches(process, flow.uid) {
+                        continue;
+                    }
+                    scope = Scope::Flow;
+                    if !r.flow_matches(flow) {
+                        continue;
+                    }
+                }
+            } else if !r.program_matches(process, flow.uid) {
+                continue;
+            }
+            let hit = RuleHit {
+                index: i as u16,
+                verdict: r.verdict,
+            };
+            return (Some(hit), scope);
+        }
+        (None, scope)
     }
 }
 
@@ -174,6 +275,17 @@ pub fn matches(entry: &Entry, p: &Process) -> bool {
 mod tests {
     use super::*;
 
+    /// A TCP flow to the test server; these tests have no rules.
+    fn flow() -> Flow<'static> {
+        Flow {
+            proto: appfw_common::flow::PROTO_TCP,
+            daddr: "198.51.100.2".parse().unwrap(),
+            dport: 80,
+            uid: Some(0),
+            host: None,
+        }
+    }
+
     fn proc(exe: &str, args: &[&str]) -> Process {
         Process::example(exe, args)
     }
@@ -206,24 +318,25 @@ mod tests {
         let curl = proc("/usr/bin/curl", &["curl", "http://198.51.100.2/"]);
         let py = proc("/usr/bin/python3.11", &["python3", "-c", "x"]);
         assert_eq!(
-            p.decide(Some(&curl)),
-            Decision {
-                verdict: Verdict::Block(Action::Drop),
-                reason: Reason::InBlacklist
-            }
+            p.decide(Some(&curl), &flow()),
+            Decision::new(
+                Verdict::Block(Action::Drop),
+                Reason::InBlacklist,
+                Scope::Process
+            )
         );
-        assert_eq!(p.decide(Some(&py)).verdict, Verdict::Accept);
+        assert_eq!(p.decide(Some(&py), &flow()).verdict, Verdict::Accept);
     }
 
     #[test]
     fn whitelist_accepts_listed_and_blocks_the_rest() {
         let p = Policy::new(Mode::Whitelist, &config(&["/usr/bin/python3.11"], &[]));
         assert_eq!(
-            p.decide(Some(&proc("/usr/bin/python3.11", &["python3"])))
+            p.decide(Some(&proc("/usr/bin/python3.11", &["python3"])), &flow())
                 .reason,
             Reason::InWhitelist
         );
-        let d = p.decide(Some(&proc("/usr/bin/curl", &["curl"])));
+        let d = p.decide(Some(&proc("/usr/bin/curl", &["curl"])), &flow());
         assert_eq!(
             (d.verdict, d.reason),
             (Verdict::Block(Action::Drop), Reason::NotInWhitelist)
@@ -234,30 +347,40 @@ mod tests {
     fn unknown_owner_defaults_depend_on_mode() {
         let c = config(&[], &[]);
         assert_eq!(
-            Policy::new(Mode::Whitelist, &c).decide(None).verdict,
+            Policy::new(Mode::Whitelist, &c)
+                .decide(None, &flow())
+                .verdict,
             Verdict::Block(Action::Drop)
         );
         assert_eq!(
-            Policy::new(Mode::Blacklist, &c).decide(None).verdict,
+            Policy::new(Mode::Blacklist, &c)
+                .decide(None, &flow())
+                .verdict,
             Verdict::Accept
         );
         assert_eq!(
-            Policy::new(Mode::Monitor, &c).decide(None).verdict,
+            Policy::new(Mode::Monitor, &c).decide(None, &flow()).verdict,
             Verdict::Accept
         );
         let mut c2 = c.clone();
         c2.unknown = Some(Unknown::Drop);
         assert_eq!(
-            Policy::new(Mode::Blacklist, &c2).decide(None).reason,
+            Policy::new(Mode::Blacklist, &c2)
+                .decide(None, &flow())
+                .reason,
             Reason::Unknown
         );
         assert_eq!(
-            Policy::new(Mode::Blacklist, &c2).decide(None).verdict,
+            Policy::new(Mode::Blacklist, &c2)
+                .decide(None, &flow())
+                .verdict,
             Verdict::Block(Action::Drop)
         );
         c2.unknown = Some(Unknown::Accept);
         assert_eq!(
-            Policy::new(Mode::Whitelist, &c2).decide(None).verdict,
+            Policy::new(Mode::Whitelist, &c2)
+                .decide(None, &flow())
+                .verdict,
             Verdict::Accept
         );
     }
@@ -301,7 +424,10 @@ mod tests {
         let forged = proc("/usr/bin/python3.11", &["nc", "198.51.100.2"]);
         assert!(!matches(&e, &forged));
         let p = Policy::new(Mode::Whitelist, &config(&["nc 198.51.100.2"], &[]));
-        assert_eq!(p.decide(Some(&forged)).reason, Reason::NotInWhitelist);
+        assert_eq!(
+            p.decide(Some(&forged), &flow()).reason,
+            Reason::NotInWhitelist
+        );
         // argv[0] naming the path of the listed program does not help either.
         let abs = entry("/usr/bin/python3.11 -c");
         assert!(matches(
@@ -336,15 +462,16 @@ mod tests {
         }
         let w = Policy::new(Mode::Whitelist, &config(&["curl", "/usr/bin/curl"], &[]));
         assert_eq!(
-            w.decide(Some(&p)),
-            Decision {
-                verdict: Verdict::Block(Action::Drop),
-                reason: Reason::Unknown
-            }
+            w.decide(Some(&p), &flow()),
+            Decision::new(
+                Verdict::Block(Action::Drop),
+                Reason::Unknown,
+                Scope::Process
+            )
         );
         // Blacklist mode: unknown follows `unknown` (accept by default).
         let b = Policy::new(Mode::Blacklist, &config(&[], &["/usr/bin/curl"]));
-        assert_eq!(b.decide(Some(&p)).reason, Reason::Unknown);
+        assert_eq!(b.decide(Some(&p), &flow()).reason, Reason::Unknown);
     }
 
     #[test]
@@ -353,7 +480,7 @@ mod tests {
         let c = config(&["/usr/sbin/sshd", "sshd -D"], &[]);
         assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
         let sshd = proc("/usr/sbin/sshd", &["sshd", "-D"]);
-        let d = Policy::new(Mode::Whitelist, &c).decide(Some(&sshd));
+        let d = Policy::new(Mode::Whitelist, &c).decide(Some(&sshd), &flow());
         assert_eq!(d.reason, Reason::NotInWhitelist);
     }
 
@@ -365,7 +492,7 @@ mod tests {
             &["/usr/bin/python3", "./send.py", "x"],
         );
         let b = Policy::new(Mode::Blacklist, &config(&[], &["/usr/bin/python3"]));
-        assert_eq!(b.decide(Some(&script)).reason, Reason::InBlacklist);
+        assert_eq!(b.decide(Some(&script), &flow()).reason, Reason::InBlacklist);
         assert!(matches(&entry("python3 ./send.py"), &script));
         assert!(!matches(&entry("python3 ./other.py"), &script));
     }
@@ -382,11 +509,12 @@ mod tests {
         };
         let p = Policy::new(Mode::Blacklist, &config_in(&files, &[], &many[..1000]));
         assert_eq!(
-            p.decide(Some(&proc("/opt/x/prog999", &["prog999"]))).reason,
+            p.decide(Some(&proc("/opt/x/prog999", &["prog999"])), &flow())
+                .reason,
             Reason::InBlacklist
         );
         assert_eq!(
-            p.decide(Some(&proc("/opt/x/prog1000", &["prog1000"])))
+            p.decide(Some(&proc("/opt/x/prog1000", &["prog1000"])), &flow())
                 .reason,
             Reason::NotInBlacklist
         );
@@ -396,7 +524,185 @@ mod tests {
     fn reject_action_is_carried() {
         let mut c = config(&[], &["/usr/bin/curl"]);
         c.action = Action::Reject;
-        let d = Policy::new(Mode::Blacklist, &c).decide(Some(&proc("/usr/bin/curl", &["curl"])));
+        let d = Policy::new(Mode::Blacklist, &c)
+            .decide(Some(&proc("/usr/bin/curl", &["curl"])), &flow());
         assert_eq!(d.verdict, Verdict::Block(Action::Reject));
+    }
+
+    /// A configuration with `rules` (TOML) and lists, resolved against the
+    /// in-memory files.
+    fn with_rules(rules: &str, white: &[&str], black: &[&str]) -> Config {
+        let mut c = crate::config::parse_str(rules, "t.toml").unwrap();
+        c.whitelist = white.iter().map(|e| Entry::parse(e).unwrap()).collect();
+        c.blacklist = black.iter().map(|e| Entry::parse(e).unwrap()).collect();
+        c.resolve(&crate::config::tests::debian());
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        c
+    }
+
+    fn to(proto: u8, daddr: &str, dport: u16) -> Flow<'static> {
+        Flow {
+            proto,
+            daddr: daddr.parse().unwrap(),
+            dport,
+            uid: Some(0),
+            host: None,
+        }
+    }
+
+    const CURL_RULES: &str = "[[rule]]\nexe = \"/usr/bin/curl\"\nport = 8080\naction = \"accept\"\n\n[[rule]]\nname = \"no curl\"\nexe = \"/usr/bin/curl\"\naction = \"reject\"\n";
+
+    #[test]
+    fn first_matching_rule_wins_before_the_lists() {
+        use appfw_common::flow::{PROTO_TCP, PROTO_UDP};
+        // curl is whitelisted, yet the rules decide first.
+        let p = Policy::new(
+            Mode::Whitelist,
+            &with_rules(CURL_RULES, &["/usr/bin/curl"], &[]),
+        );
+        let curl = proc("/usr/bin/curl", &["curl"]);
+        let d = p.decide(Some(&curl), &to(PROTO_TCP, "198.51.100.2", 8080));
+        assert_eq!(
+            (d.verdict, d.reason, d.scope),
+            (Verdict::Accept, Reason::Rule, Scope::Flow)
+        );
+        assert_eq!(d.rule.map(|h| h.index), Some(0));
+        assert_eq!(p.rule_label(0).map(|l| &**l), Some("#1"));
+        let d = p.decide(Some(&curl), &to(PROTO_TCP, "198.51.100.2", 80));
+        assert_eq!(
+            (d.verdict, d.reason),
+            (Verdict::Block(Action::Reject), Reason::Rule)
+        );
+        assert_eq!(
+            p.rule_label(d.rule.unwrap().index).map(|l| &**l),
+            Some("no curl")
+        );
+        // UDP to 8080 is a port match too (no proto given).
+        assert_eq!(
+            p.decide(Some(&curl), &to(PROTO_UDP, "198.51.100.2", 8080))
+                .verdict,
+            Verdict::Accept
+        );
+        // Other programs fall through to the lists.
+        let py = proc("/usr/bin/python3.11", &["python3"]);
+        let d = p.decide(Some(&py), &to(PROTO_TCP, "198.51.100.2", 8080));
+        assert_eq!(
+            (d.reason, d.rule, d.scope),
+            (Reason::NotInWhitelist, None, Scope::Process)
+        );
+    }
+
+    #[test]
+    fn scope_is_flow_only_where_a_destination_rule_applies() {
+        use appfw_common::flow::PROTO_TCP;
+        let rules = "[[rule]]\nexe = \"/usr/bin/python3\"\naction = \"drop\"\n\n[[rule]]\naddr = \"2001:db8::/32\"\naction = \"reject\"\n";
+        let p = Policy::new(Mode::Blacklist, &with_rules(rules, &[], &[]));
+        // python3 is decided by a rule without destination: one verdict
+        // for all its packets.
+        let d = p.decide(
+            Some(&proc("/usr/bin/python3.11", &["python3"])),
+            &to(PROTO_TCP, "2001:db8::2", 1),
+        );
+        assert_eq!(
+            (d.verdict, d.scope),
+            (Verdict::Block(Action::Drop), Scope::Process)
+        );
+        // curl could meet the address rule on another destination.
+        let curl = proc("/usr/bin/curl", &["curl"]);
+        let d = p.decide(Some(&curl), &to(PROTO_TCP, "198.51.100.2", 1));
+        assert_eq!(
+            (d.verdict, d.reason, d.scope),
+            (Verdict::Accept, Reason::NotInBlacklist, Scope::Flow)
+        );
+        let d = p.decide(Some(&curl), &to(PROTO_TCP, "2001:db8::2", 1));
+        assert_eq!(
+            (d.verdict, d.reason),
+            (Verdict::Block(Action::Reject), Reason::Rule)
+        );
+        // A rule for another program leaves this one's scope alone.
+        let p = Policy::new(Mode::Blacklist, &with_rules(CURL_RULES, &[], &[]));
+        let d = p.decide(
+            Some(&proc("/usr/bin/python3.11", &["python3"])),
+            &to(PROTO_TCP, "198.51.100.2", 1),
+        );
+        assert_eq!(d.scope, Scope::Process);
+    }
+
+    #[test]
+    fn user_rules_need_the_owner_uid() {
+        use appfw_common::flow::PROTO_TCP;
+        let rules = "[[rule]]\nuser = \"nobody\"\naction = \"drop\"\n";
+        let p = Policy::new(Mode::Blacklist, &with_rules(rules, &[], &[]));
+        let py = proc("/usr/bin/python3.11", &["python3"]);
+        let mut f = to(PROTO_TCP, "198.51.100.2", 1);
+        assert_eq!(p.decide(Some(&py), &f).reason, Reason::NotInBlacklist);
+        f.uid = Some(65534);
+        let d = p.decide(Some(&py), &f);
+        assert_eq!(
+            (d.verdict, d.reason, d.scope),
+            (Verdict::Block(Action::Drop), Reason::Rule, Scope::Process)
+        );
+        // An owner without an executable still has its uid.
+        let mut anon = py.clone();
+        anon.exe_id = None;
+        assert_eq!(p.decide(Some(&anon), &f).reason, Reason::Rule);
+    }
+
+    #[test]
+    fn destination_rules_apply_to_unknown_owners_program_rules_do_not() {
+        use appfw_common::flow::PROTO_TCP;
+        let rules = "[[rule]]\nexe = \"/usr/bin/curl\"\naction = \"accept\"\n\n[[rule]]\naddr = \"198.51.100.0/24\"\nport = 53\naction = \"accept\"\n";
+        let p = Policy::new(Mode::Whitelist, &with_rules(rules, &[], &[]));
+        let mut f = to(PROTO_TCP, "198.51.100.2", 53);
+        f.uid = None;
+        let d = p.decide(None, &f);
+        assert_eq!(
+            (d.verdict, d.reason, d.rule.map(|h| h.index)),
+            (Verdict::Accept, Reason::Rule, Some(1))
+        );
+        f.dport = 80;
+        assert_eq!(p.decide(None, &f).reason, Reason::Unknown);
+    }
+
+    #[test]
+    fn monitor_accepts_and_says_what_the_rule_would_do() {
+        use appfw_common::flow::PROTO_TCP;
+        let p = Policy::new(Mode::Monitor, &with_rules(CURL_RULES, &[], &[]));
+        let curl = proc("/usr/bin/curl", &["curl"]);
+        let d = p.decide(Some(&curl), &to(PROTO_TCP, "198.51.100.2", 80));
+        assert_eq!((d.verdict, d.reason), (Verdict::Accept, Reason::Monitor));
+        assert_eq!(
+            d.rule,
+            Some(RuleHit {
+                index: 1,
+                verdict: Verdict::Block(Action::Reject)
+            })
+        );
+        let d = p.decide(
+            Some(&proc("/usr/bin/python3.11", &[])),
+            &to(PROTO_TCP, "198.51.100.2", 80),
+        );
+        assert_eq!(
+            (d.verdict, d.reason, d.rule),
+            (Verdict::Accept, Reason::Monitor, None)
+        );
+    }
+
+    #[test]
+    fn host_rules_match_the_name_of_the_destination() {
+        use appfw_common::flow::PROTO_TCP;
+        let rules = "[[rule]]\nexe = \"/usr/bin/curl\"\nhost = \"*.debian.org\"\nport = 443\nproto = \"tcp\"\naction = \"accept\"\n";
+        let p = Policy::new(Mode::Whitelist, &with_rules(rules, &[], &[]));
+        let curl = proc("/usr/bin/curl", &["curl"]);
+        let mut f = to(PROTO_TCP, "198.51.100.2", 443);
+        assert_eq!(
+            p.decide(Some(&curl), &f).reason,
+            Reason::NotInWhitelist,
+            "no name known"
+        );
+        f.host = Some("deb.debian.org");
+        assert_eq!(p.decide(Some(&curl), &f).reason, Reason::Rule);
+        f.host = Some("deb.debian.org.example");
+        assert_eq!(p.decide(Some(&curl), &f).reason, Reason::NotInWhitelist);
     }
 }

@@ -44,8 +44,9 @@ use crate::{
     config::Action,
     netfilter::REJECT_MARK,
     packet,
-    policy::{Policy, Reason, Verdict},
+    policy::{Policy, Reason, Scope, Verdict},
     report::Event,
+    rules::Flow,
     stats::{Counters, QueueStats},
     talkers::Top,
     verdicts::{self, SocketVerdicts},
@@ -160,6 +161,8 @@ pub struct QueueHandle {
 pub struct Setup<S> {
     pub netns: u64,
     pub attributor: Attributor<S>,
+    /// Names learned from DNS answers (`None`: no names).
+    pub names: Option<crate::names::Watcher>,
     pub policy: Arc<Policy>,
     pub reports: mpsc::SyncSender<Event>,
     /// Print a statistics summary on stderr this often (--debug).
@@ -346,6 +349,10 @@ fn run<S: OwnerStore + SocketVerdicts>(
                     break;
                 }
                 apply_commands(&commands, &mut setup, &mut generation, pending);
+                // Keeps the ring buffer from filling while no packet comes.
+                if let Some(n) = &mut setup.names {
+                    n.drain();
+                }
                 if e.kind() == io::ErrorKind::WouldBlock {
                     wait(&queue, setup.attributor.store());
                 }
@@ -386,6 +393,12 @@ fn run<S: OwnerStore + SocketVerdicts>(
         let start = Instant::now();
         apply_commands(&commands, &mut setup, &mut generation, pending);
         stats.counts.packets += 1;
+        // Every answer that arrived before this packet was sent is in the
+        // ring buffer by now: learn them first. Parsing allocates, only
+        // when answers came; with none, this is two reads of shared memory.
+        if let Some(n) = &mut setup.names {
+            n.drain();
+        }
 
         let payload = msg.get_payload();
         // Every packet gets the policy's verdict; one appfw cannot read is
@@ -425,21 +438,44 @@ fn run<S: OwnerStore + SocketVerdicts>(
         // verdict: the one for an unknown owner.
         let judged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             if lost {
-                return (Source::Unknown, None, setup.policy.overloaded());
+                return (Source::Unknown, None, setup.policy.overloaded(), None);
             }
             // The socket names the sender even when the packet cannot be
             // read; without one, such a packet's owner is unknown.
             if unparsed.is_some() && socket.as_ref().is_none_or(|s| s.owner.is_none()) {
-                return (Source::Unknown, None, setup.policy.decide(None));
+                let flow = Flow::of(&key, None, None);
+                return (
+                    Source::Unknown,
+                    None,
+                    setup.policy.decide(None, &flow),
+                    None,
+                );
             }
             let a = setup.attributor.attribute(&key, socket.as_ref());
-            let decision = setup.policy.decide(a.process.as_deref());
-            (a.source, a.process, decision)
+            let p = a.process.as_deref();
+            // Rules see only a name this process was answered; reports
+            // show the address's name even when another program asked.
+            let (daddr, pid) = (key.endpoints().1.ip(), p.map_or(0, |p| p.pid));
+            let names = setup.names.as_ref().map(|n| &n.names);
+            let own = names.and_then(|n| n.lookup_own(daddr, pid, start));
+            let host = own.or_else(|| names.and_then(|n| n.lookup(daddr, pid, start)));
+            let flow = Flow::of(&key, p.map(|p| p.uid), own.map(|h| &**h));
+            let decision = setup.policy.decide(p, &flow);
+            (a.source, a.process, decision, host.cloned())
         }));
-        let (source, process, decision) = judged.unwrap_or_else(|_| {
+        let (source, process, decision, host) = judged.unwrap_or_else(|_| {
             stats.counts.internal_errors += 1;
-            (Source::Unknown, None, setup.policy.decide(None))
+            let flow = Flow::of(&key, None, None);
+            (
+                Source::Unknown,
+                None,
+                setup.policy.decide(None, &flow),
+                None,
+            )
         });
+        let rule = decision
+            .rule
+            .and_then(|h| setup.policy.rule_label(h.index).cloned());
         let judged_unread = unparsed.is_some() && process.is_none();
         let event = Event {
             key,
@@ -449,6 +485,8 @@ fn run<S: OwnerStore + SocketVerdicts>(
             latency_ns: 0,
             unparsed: unparsed.filter(|_| judged_unread),
             in_kernel: false,
+            rule,
+            host,
         };
         let verdict = event.decision.verdict;
         stats.count_decision(&event.decision);
@@ -464,8 +502,11 @@ fn run<S: OwnerStore + SocketVerdicts>(
             r if reported_reason(r) => report::EVERY_FLOW,
             _ => report::NONE,
         };
+        // A verdict that may differ by destination is kept only for a
+        // socket whose packets all go to one destination.
         let stored = !judged_unread
             && !lost
+            && (event.decision.scope == Scope::Process || unique_key)
             && socket.as_ref().is_some_and(|s| {
                 setup.attributor.store_mut().set(
                     s.cookie,
@@ -483,6 +524,10 @@ fn run<S: OwnerStore + SocketVerdicts>(
                 && setup.kernel_verdicts
                 && source == Source::Socket
                 && event.decision.reason != Reason::Unknown
+                // Only a verdict that holds for every destination, and not
+                // a rule's: the kernel's encoding keeps no rule to name.
+                && event.decision.scope == Scope::Process
+                && event.decision.rule.is_none()
                 && o.start_ns != 0
         }) {
             let v = ProcVerdict {
@@ -547,6 +592,18 @@ fn run<S: OwnerStore + SocketVerdicts>(
             if last_stats.elapsed() >= every {
                 stats.counts.attribution = setup.attributor.counts();
                 eprintln!("appfw: {stats}");
+                if let Some(n) = &setup.names {
+                    let c = n.names.counts;
+                    eprintln!(
+                        "appfw: names: {} held, {} DNS messages read ({} unreadable, {} not from the system's resolvers), {} learned, {} evicted",
+                        n.names.len(),
+                        c.messages,
+                        c.unreadable,
+                        c.untrusted,
+                        c.learned,
+                        c.evicted
+                    );
+                }
                 last_stats = Instant::now();
             }
         }
@@ -596,6 +653,14 @@ fn kernel_events<S: OwnerStore + SocketVerdicts>(
             Ok(key) => key,
             Err(u) => u.key,
         };
+        // The answer that named the destination came before this flow.
+        let host = setup.names.as_mut().and_then(|n| {
+            n.drain();
+            let daddr = key.endpoints().1.ip();
+            n.names
+                .lookup(daddr, ev.owner.pid, std::time::Instant::now())
+                .cloned()
+        });
         let event = Event {
             key,
             source: Source::Socket,
@@ -604,6 +669,8 @@ fn kernel_events<S: OwnerStore + SocketVerdicts>(
             latency_ns: 0,
             unparsed: None,
             in_kernel: true,
+            rule: None,
+            host,
         };
         if (setup.debug || reported.wanted(&event)) && setup.reports.try_send(event).is_err() {
             stats.counts.reports_dropped += 1;
@@ -668,7 +735,11 @@ impl KernelFlows {
 fn reported_reason(reason: Reason) -> bool {
     match reason {
         Reason::InWhitelist | Reason::NotInBlacklist => false,
-        Reason::Monitor | Reason::NotInWhitelist | Reason::InBlacklist | Reason::Unknown => true,
+        Reason::Monitor
+        | Reason::NotInWhitelist
+        | Reason::InBlacklist
+        | Reason::Unknown
+        | Reason::Rule => true,
     }
 }
 
@@ -731,6 +802,7 @@ impl Reported {
                 *slot = hash;
                 new
             }
+            Reason::Rule => matches!(ev.decision.verdict, Verdict::Block(_)),
             _ => true,
         }
     }

@@ -41,6 +41,10 @@ pub struct Event {
     /// The kernel decided this flow with its process's verdict; the queue
     /// never saw it.
     pub in_kernel: bool,
+    /// How the `[[rule]]` that matched is named (its `name`, or "#N").
+    pub rule: Option<Arc<str>>,
+    /// The destination's name, from a DNS answer.
+    pub host: Option<Arc<str>>,
 }
 
 #[derive(Debug, Error)]
@@ -105,26 +109,67 @@ fn action_text(v: Verdict) -> String {
 /// block, every unknown owner, and (monitor mode) every accept; the caller
 /// deduplicates monitor lines.
 pub fn line(ev: &Event) -> Option<String> {
+    // The seed's line stays as it was; the name follows it.
+    let mut line = seed_line(ev)?;
+    if let Some(h) = &ev.host {
+        line.push_str(" host=");
+        line.push_str(&escape(h));
+    }
+    Some(line)
+}
+
+fn seed_line(ev: &Event) -> Option<String> {
     let verdict = action_text(ev.decision.verdict);
     let t = tuple(&ev.key);
+    let rule = ev.rule.as_deref().unwrap_or("?");
+    if ev.decision.reason == Reason::Rule {
+        if ev.decision.verdict == Verdict::Accept {
+            return None;
+        }
+        let who = match ev.process.as_deref() {
+            Some(p) if p.exe_id.is_some() => who(p),
+            Some(p) => format!(
+                "unknown program '{}' pid={} uid={}",
+                escape(&p.command(COMMAND_WORDS)),
+                p.pid,
+                p.uid
+            ),
+            None => "unknown program (no owner found)".into(),
+        };
+        return Some(format!("{who} matches rule {rule} -> {verdict}. {t}"));
+    }
     if let Some(why) = ev.unparsed {
         return Some(format!(
             "unknown program (packet not understood: {why}) -> {verdict}. {t}"
         ));
     }
     let Some(p) = ev.process.as_deref() else {
+        let would = match ev.decision.rule {
+            Some(hit) => format!(" matches rule {rule}, would {}", action_text(hit.verdict)),
+            None => String::new(),
+        };
         return Some(format!(
-            "unknown program (no owner found) -> {verdict}. {t}"
+            "unknown program (no owner found){would} -> {verdict}. {t}"
         ));
     };
     let who = who(p);
     match ev.decision.reason {
         Reason::InBlacklist => Some(format!("{who} is in blacklist -> {verdict}. {t}")),
         Reason::NotInWhitelist => Some(format!("{who} is not in whitelist -> {verdict}. {t}")),
-        Reason::Monitor => Some(format!(
-            "{who} pid={} ppid={} uid={} -> {verdict}. {t}",
-            p.pid, p.ppid, p.uid
-        )),
+        Reason::Monitor => Some(match ev.decision.rule {
+            // What enforcing would do: a dry run of the rules.
+            Some(hit) => format!(
+                "{who} pid={} ppid={} uid={} matches rule {rule}, would {} -> {verdict}. {t}",
+                p.pid,
+                p.ppid,
+                p.uid,
+                action_text(hit.verdict)
+            ),
+            None => format!(
+                "{who} pid={} ppid={} uid={} -> {verdict}. {t}",
+                p.pid, p.ppid, p.uid
+            ),
+        }),
         // A process whose executable could not be established: named by
         // what little is known, and judged as unknown.
         Reason::Unknown => Some(format!(
@@ -133,7 +178,7 @@ pub fn line(ev: &Event) -> Option<String> {
             p.pid,
             p.uid
         )),
-        Reason::InWhitelist | Reason::NotInBlacklist => None,
+        Reason::InWhitelist | Reason::NotInBlacklist | Reason::Rule => None,
     }
 }
 
@@ -148,13 +193,17 @@ pub fn debug_line(ev: &Event) -> String {
         None => ("?".into(), 0, String::new()),
     };
     format!(
-        "{} {}{} source={} pid={} exe='{}' command='{}' reason={:?} verdict={} latency={:.1}us",
+        "{} {}{}{} source={} pid={} exe='{}' command='{}' reason={:?}{} verdict={} latency={:.1}us",
         if ev.in_kernel {
             "kernel verdict"
         } else {
             "packet"
         },
         tuple(&ev.key),
+        ev.host
+            .as_deref()
+            .map(|h| format!(" host={}", escape(h)))
+            .unwrap_or_default(),
         ev.unparsed
             .map(|why| format!(" not understood ({why})"))
             .unwrap_or_default(),
@@ -163,6 +212,10 @@ pub fn debug_line(ev: &Event) -> String {
         escape(&exe),
         escape(&cmd),
         ev.decision.reason,
+        ev.rule
+            .as_deref()
+            .map(|r| format!(" rule={r}"))
+            .unwrap_or_default(),
         action_text(ev.decision.verdict),
         ev.latency_ns as f64 / 1000.0
     )
@@ -335,10 +388,17 @@ mod tests {
             key,
             source: Source::Ebpf,
             process,
-            decision: Decision { verdict, reason },
+            decision: Decision {
+                verdict,
+                reason,
+                scope: crate::policy::Scope::Process,
+                rule: None,
+            },
             in_kernel: false,
             latency_ns: 1000,
             unparsed: None,
+            rule: None,
+            host: None,
         }
     }
 
@@ -499,5 +559,75 @@ mod tests {
             .map(|c| if c.is_ascii_digit() { 'N' } else { c })
             .collect();
         assert_eq!(shape, "NNNN-NN-NN NN:NN:NN", "{t:?}");
+    }
+
+    #[test]
+    fn rule_lines_name_the_rule() {
+        use crate::policy::RuleHit;
+        let key = FlowKey::v4(1, PROTO_TCP, [198, 51, 100, 1], 1, [198, 51, 100, 2], 80);
+        let mut ev = event(Some(nc()), Verdict::Block(Action::Drop), Reason::Rule, key);
+        ev.rule = Some("#2".into());
+        ev.decision.rule = Some(RuleHit {
+            index: 1,
+            verdict: Verdict::Block(Action::Drop),
+        });
+        assert_eq!(
+            line(&ev).unwrap(),
+            "'/bin/nc.openbsd' (or 'nc 192.168.58.1') matches rule #2 -> DROP. ('tcp', '198.51.100.1', 1, '198.51.100.2', 80)"
+        );
+        // A rule's accepts are as quiet as the whitelist's.
+        ev.decision.verdict = Verdict::Accept;
+        assert_eq!(line(&ev), None);
+        // Monitor: accepted, and what the rule would have done.
+        let mut m = event(Some(nc()), Verdict::Accept, Reason::Monitor, key);
+        m.rule = Some("web".into());
+        m.decision.rule = Some(RuleHit {
+            index: 0,
+            verdict: Verdict::Block(Action::Reject),
+        });
+        assert_eq!(
+            line(&m).unwrap(),
+            "'/bin/nc.openbsd' (or 'nc 192.168.58.1') pid=4490 ppid=2817 uid=0 matches rule web, would REJECT -> ACCEPT. ('tcp', '198.51.100.1', 1, '198.51.100.2', 80)"
+        );
+        m.process = None;
+        assert_eq!(
+            line(&m).unwrap(),
+            "unknown program (no owner found) matches rule web, would REJECT -> ACCEPT. ('tcp', '198.51.100.1', 1, '198.51.100.2', 80)"
+        );
+    }
+
+    #[test]
+    fn the_name_follows_the_seed_line() {
+        let key = FlowKey::v4(
+            1,
+            PROTO_TCP,
+            [198, 51, 100, 1],
+            43400,
+            [198, 51, 100, 2],
+            80,
+        );
+        let mut ev = event(
+            Some(nc()),
+            Verdict::Block(Action::Drop),
+            Reason::InBlacklist,
+            key,
+        );
+        ev.host = Some("test.example".into());
+        assert_eq!(
+            line(&ev).unwrap(),
+            "'/bin/nc.openbsd' (or 'nc 192.168.58.1') is in blacklist -> DROP. ('tcp', '198.51.100.1', 43400, '198.51.100.2', 80) host=test.example"
+        );
+        // A name from the network cannot start a line of its own.
+        ev.host = Some("x\n2026-01-01 forged".into());
+        let l = line(&ev).unwrap();
+        assert!(
+            !l.contains('\n') && l.ends_with("host=x\\n2026-01-01 forged"),
+            "{l}"
+        );
+        assert!(
+            debug_line(&ev).contains("80) host=x\\n2026"),
+            "{}",
+            debug_line(&ev)
+        );
     }
 }

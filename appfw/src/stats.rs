@@ -16,13 +16,14 @@ use crate::{
 
 /// Label values of [`QueueStats::verdicts`]: the verdict, then the reason.
 pub const VERDICT_NAMES: [&str; 3] = ["accept", "drop", "reject"];
-pub const REASON_NAMES: [&str; 6] = [
+pub const REASON_NAMES: [&str; 7] = [
     "monitor",
     "in-whitelist",
     "not-in-whitelist",
     "in-blacklist",
     "not-in-blacklist",
     "unknown",
+    "rule",
 ];
 
 pub struct QueueStats {
@@ -60,6 +61,7 @@ pub fn reason_index(r: Reason) -> usize {
         Reason::InBlacklist => 3,
         Reason::NotInBlacklist => 4,
         Reason::Unknown => 5,
+        Reason::Rule => 6,
     }
 }
 
@@ -94,7 +96,7 @@ pub struct Counters {
     /// Decisions by verdict and reason (indices of [`VERDICT_NAMES`],
     /// [`REASON_NAMES`]).
     #[serde(skip)]
-    pub verdicts: [[u64; 6]; 3],
+    pub verdicts: [[u64; 7]; 3],
     /// [`QueueStats::latency`] and [`QueueStats::decision`] in the buckets
     /// of /metrics' histograms.
     #[serde(skip)]

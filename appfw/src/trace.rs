@@ -26,6 +26,7 @@ use crate::{
     bpf,
     cli::TraceArgs,
     escape::escape,
+    names::Watcher,
     report::proto_name,
     system,
 };
@@ -47,6 +48,8 @@ pub struct Line {
     pub dport: u16,
     pub netns: u64,
     pub source: &'static str,
+    /// The destination's name from a DNS answer (null: none known).
+    pub host: Option<String>,
 }
 
 impl Line {
@@ -66,14 +69,21 @@ impl Line {
             dport: r.port(),
             netns: key.netns,
             source: source.name(),
+            host: None,
         }
     }
 
     pub fn text(&self) -> String {
-        format!(
+        let mut text = format!(
             "{} | exe={}, command={}, ppid={}, pid={}, uid={}, proto={}, family={}, address={}, port={}, sport={}",
             self.source, self.exe, self.command, self.ppid, self.pid, self.uid, self.proto, self.family, self.daddr, self.dport, self.sport
-        )
+        );
+        // The audit format's fields stay as they were; the name follows.
+        if let Some(h) = &self.host {
+            text.push_str(", host=");
+            text.push_str(h);
+        }
+        text
     }
 }
 
@@ -89,13 +99,17 @@ const PENDING_FOR: Duration = Duration::from_millis(500);
 pub fn run(args: TraceArgs) -> Result<()> {
     system::require_root()?;
     let netns = system::netns_cookie()?;
-    let (maps, _programs, events) = bpf::load(bpf::Options {
+    let (mut maps, _programs, events) = bpf::load(bpf::Options {
         netns,
         events: true,
         kernel_debug: false,
         filters: false,
     })?;
     let events = events.context("the event ring buffer was not created")?;
+    let mut names = maps
+        .dns
+        .take()
+        .map(|ring| Watcher::new(ring, crate::names::system_resolvers()));
     let mut attributor = Attributor::new(maps, Mode::Ebpf);
     let mut diag = SockDiag::open().context("opening NETLINK_SOCK_DIAG")?;
     let mut out = io::stdout().lock();
@@ -109,7 +123,15 @@ pub fn run(args: TraceArgs) -> Result<()> {
                     attributor: &mut Attributor<bpf::Maps>|
      -> io::Result<bool> {
         let p = attributor.resolve_owner(owner);
-        let line = Line::new(key, &p, source);
+        let mut line = Line::new(key, &p, source);
+        // Answers that came before the socket opened are in the ring now.
+        if let Some(n) = &mut names {
+            n.drain();
+            line.host = n
+                .names
+                .lookup(key.endpoints().1.ip(), owner.pid, Instant::now())
+                .map(|h| escape(h));
+        }
         if args.json {
             serde_json::to_writer(&mut out, &line)?;
             writeln!(out)?;
@@ -233,13 +255,25 @@ mod tests {
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         for k in [
             "exe", "command", "pid", "ppid", "uid", "proto", "family", "saddr", "sport", "daddr",
-            "dport", "netns", "source",
+            "dport", "netns", "source", "host",
         ] {
             assert!(keys.contains(&k), "missing {k} in {v}");
         }
         assert_eq!(v["family"], "0A");
         assert_eq!(v["daddr"], "2001:db8::2");
         assert_eq!(v["source"], "cookie-join");
+        assert_eq!(v["host"], serde_json::Value::Null);
+        let mut named = Line::new(&key, &curl(), Source::Ebpf);
+        named.host = Some("test.example".into());
+        assert_eq!(
+            serde_json::to_value(&named).unwrap()["host"],
+            "test.example"
+        );
+        assert!(
+            named.text().ends_with(", sport=5000, host=test.example"),
+            "{}",
+            named.text()
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use appfw_common::{
 
 use crate::{
     config::Action,
-    policy::{Decision, Reason, Verdict},
+    policy::{Decision, Reason, Scope, Verdict},
 };
 
 /// Where verdicts live: the BPF maps in the daemon.
@@ -64,6 +64,7 @@ pub fn encode(decision: Decision, generation: u32, report: u8) -> SocketVerdict 
             Reason::InBlacklist => reason::IN_BLACKLIST,
             Reason::NotInBlacklist => reason::NOT_IN_BLACKLIST,
             Reason::Unknown => reason::UNKNOWN,
+            Reason::Rule => reason::RULE,
         },
         report,
         _pad: 0,
@@ -86,9 +87,17 @@ pub fn decode(v: SocketVerdict) -> Option<Decision> {
         reason::IN_BLACKLIST => Reason::InBlacklist,
         reason::NOT_IN_BLACKLIST => Reason::NotInBlacklist,
         reason::UNKNOWN => Reason::Unknown,
+        reason::RULE => Reason::Rule,
         _ => return None,
     };
-    Some(Decision { verdict, reason })
+    // Process verdicts are kept only for decisions that hold for every
+    // destination and came from no rule (see the queue).
+    Some(Decision {
+        verdict,
+        reason,
+        scope: Scope::Process,
+        rule: None,
+    })
 }
 
 impl SocketVerdicts for crate::bpf::Maps {
@@ -147,10 +156,16 @@ mod tests {
             Reason::InBlacklist,
             Reason::NotInBlacklist,
             Reason::Unknown,
+            Reason::Rule,
         ];
         for verdict in verdicts {
             for reason in reasons {
-                let d = Decision { verdict, reason };
+                let d = Decision {
+                    verdict,
+                    reason,
+                    scope: Scope::Process,
+                    rule: None,
+                };
                 let v = encode(d, 7, report::EVERY_FLOW);
                 assert_eq!((v.generation, v.report), (7, report::EVERY_FLOW));
                 assert_eq!(decode(v), Some(d));
@@ -162,6 +177,8 @@ mod tests {
                 Decision {
                     verdict: Verdict::Accept,
                     reason: Reason::Monitor,
+                    scope: Scope::Process,
+                    rule: None,
                 },
                 0,
                 report::NONE,

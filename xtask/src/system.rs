@@ -115,6 +115,8 @@ pub fn ensure_test_tools() -> Result<()> {
             ("unshare", "util-linux"),
             ("setpriv", "util-linux"),
             ("/usr/bin/ping", "iputils-ping"),
+            // Names learned from answers over TCP.
+            ("/usr/bin/dig", "bind9-dnsutils"),
             // The service tests: the unit, the man page.
             ("systemd-analyze", "systemd"),
             ("man", "man-db"),

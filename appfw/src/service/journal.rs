@@ -38,7 +38,8 @@ pub fn send(journal: &JournalLog, line: &str, ev: &Event) -> std::io::Result<()>
     };
     let daddr = daddr.to_string();
     let dport = remote.port().to_string();
-    let fields: [(&str, Value); 8] = [
+    let host = ev.host.as_deref().unwrap_or("");
+    let fields: [(&str, Value); 9] = [
         ("APPFW_EXE", Value::from(exe)),
         ("APPFW_PID", Value::from(pid.as_str())),
         ("APPFW_UID", Value::from(uid.as_str())),
@@ -50,6 +51,8 @@ pub fn send(journal: &JournalLog, line: &str, ev: &Event) -> std::io::Result<()>
         ("APPFW_PROTO", Value::from(proto_name(ev.key.proto))),
         ("APPFW_DADDR", Value::from(daddr.as_str())),
         ("APPFW_DPORT", Value::from(dport.as_str())),
+        // The destination's name from a DNS answer; empty when unknown.
+        ("APPFW_HOST", Value::from(host)),
     ];
     journal.journal_send(
         &Record::builder()

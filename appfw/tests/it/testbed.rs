@@ -36,6 +36,7 @@ pub const ATTACKER_UID: u32 = 65534;
 const CLIENT_PY: &str = include_str!("client.py");
 const SERVER_PY: &str = include_str!("server.py");
 const SINK_PY: &str = include_str!("sink.py");
+const DNS_SERVER_PY: &str = include_str!("dns_server.py");
 
 /// Fails the test (does not skip it) when it cannot run here.
 pub fn require_root() {
@@ -105,6 +106,8 @@ pub struct Bed {
     pub server: String,
     pub dir: PathBuf,
     children: Vec<Child>,
+    /// /etc/netns/CLIENT, made by [`Bed::resolver`]; removed on drop.
+    etc_netns: Option<PathBuf>,
     // Dropped after the children: the namespaces go last.
     _pair: Pair,
     _machine: MachineGuard,
@@ -141,6 +144,7 @@ impl Bed {
             server: pair.server.clone(),
             dir,
             children: Vec::new(),
+            etc_netns: None,
             _pair: pair,
             _machine: guard,
         }
@@ -194,6 +198,48 @@ while True:
             .unwrap();
         assert_eq!(line.trim(), "ready", "DNS listener did not start");
         self.children.push(child);
+        self
+    }
+
+    /// Starts a DNS server in the server namespace (UDP and TCP port 53)
+    /// answering `table`: JSON as dns_server.py reads it. Questions are
+    /// recorded as with [`Bed::serve_dns`].
+    pub fn serve_names(&mut self, table: &serde_json::Value) -> &mut Self {
+        let log = self.dir.join("dns.log");
+        let mut child = Pair::exec(&self.server, python())
+            .args(["-c", DNS_SERVER_PY])
+            .arg(&log)
+            .arg(table.to_string())
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("starting the DNS server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "DNS server did not start");
+        self.children.push(child);
+        self
+    }
+
+    /// Makes the client namespace's programs ask the server namespace's
+    /// DNS server: `ip netns exec` bind-mounts /etc/netns/CLIENT/resolv.conf
+    /// over /etc/resolv.conf. The directory goes when the bed does.
+    pub fn resolver(&mut self) -> &mut Self {
+        self.resolver_at(SERVER_V4)
+    }
+
+    /// [`Bed::resolver`] with another name server (such as a local stub).
+    pub fn resolver_at(&mut self, server: &str) -> &mut Self {
+        let etc = PathBuf::from(format!("/etc/netns/{}", self.client));
+        fs::create_dir_all(&etc).unwrap();
+        self.etc_netns = Some(etc.clone());
+        fs::write(
+            etc.join("resolv.conf"),
+            format!("nameserver {server}\noptions timeout:1 attempts:1\n"),
+        )
+        .unwrap();
         self
     }
 
@@ -441,6 +487,11 @@ impl Drop for Bed {
         }
         // The namespaces go with `_pair`, dropped after this.
         let _ = fs::remove_dir_all(&self.dir);
+        if let Some(etc) = self.etc_netns.take() {
+            let _ = fs::remove_dir_all(&etc);
+            // /etc/netns itself, when no other bed has a directory there.
+            let _ = fs::remove_dir("/etc/netns");
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use crate::testbed::*;
 
 /// Starts `appfw trace ARGS` in the client namespace; returns a receiver of
 /// its output lines once it is attached.
-fn start_trace(bed: &mut Bed, args: &[&str]) -> mpsc::Receiver<String> {
+pub fn start_trace(bed: &mut Bed, args: &[&str]) -> mpsc::Receiver<String> {
     let mut child = bed
         .in_client(appfw_bin())
         .arg("trace")
@@ -48,7 +48,7 @@ fn start_trace(bed: &mut Bed, args: &[&str]) -> mpsc::Receiver<String> {
     rx
 }
 
-fn next_matching(rx: &mpsc::Receiver<String>, pred: impl Fn(&str) -> bool) -> String {
+pub fn next_matching(rx: &mpsc::Receiver<String>, pred: impl Fn(&str) -> bool) -> String {
     wait_for(Duration::from_secs(10), "a matching trace line", || {
         let line = rx.recv_timeout(Duration::from_millis(100)).ok()?;
         pred(&line).then_some(line)

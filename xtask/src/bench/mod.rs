@@ -63,19 +63,29 @@ pub enum Mode {
     Blacklist,
     /// `--blacklist` with every new flow through the queue.
     BlacklistQueued,
+    /// `--blacklist` and 1,000 rules on destinations: every flow judged
+    /// in the queue (a verdict that depends on the destination is not
+    /// kept for the process).
+    Rules,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 6] = [
+    pub const ALL: [Mode; 7] = [
         Mode::None,
         Mode::Conntrack,
         Mode::Floor,
         Mode::Monitor,
         Mode::Blacklist,
         Mode::BlacklistQueued,
+        Mode::Rules,
     ];
     /// The modes that run appfw.
-    pub const APPFW: [Mode; 3] = [Mode::Monitor, Mode::Blacklist, Mode::BlacklistQueued];
+    pub const APPFW: [Mode; 4] = [
+        Mode::Monitor,
+        Mode::Blacklist,
+        Mode::BlacklistQueued,
+        Mode::Rules,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -85,6 +95,7 @@ impl Mode {
             Mode::Monitor => "appfw --monitor",
             Mode::Blacklist => "appfw --blacklist (1,000 entries)",
             Mode::BlacklistQueued => "appfw --blacklist, kernel verdicts off",
+            Mode::Rules => "appfw --blacklist and 1,000 [[rule]]s (addr, port)",
         }
     }
 }
@@ -99,6 +110,7 @@ struct Bench {
     appfw: PathBuf,
     xtask: PathBuf,
     blacklist: PathBuf,
+    rules_cfg: PathBuf,
     monitor_cfg: PathBuf,
     args: Args,
 }
@@ -133,6 +145,19 @@ pub fn run(mut args: Args) -> Result<()> {
         &blacklist,
         &format!("[global]\nblacklist = [\n{}\n]\n", entries.join("\n")),
     )?;
+    // Rules on destinations the load never goes to: each is checked, none
+    // matches, and the lists decide.
+    let rules_cfg = dir.join("rules.toml");
+    let mut rules = format!("[global]\nblacklist = [\n{}\n]\n", entries.join("\n"));
+    for i in 0..1000 {
+        rules += &format!(
+            "\n[[rule]]\naddr = \"10.{}.{}.0/24\"\nport = {}\naction = \"drop\"\n",
+            i / 256,
+            i % 256,
+            1000 + i
+        );
+    }
+    write_config(&rules_cfg, &rules)?;
     let monitor_cfg = dir.join("monitor.toml");
     write_config(&monitor_cfg, "[global]\n")?;
 
@@ -143,6 +168,7 @@ pub fn run(mut args: Args) -> Result<()> {
         appfw: root().join("target/release/appfw"),
         xtask: root().join("target/release/xtask"),
         blacklist,
+        rules_cfg,
         monitor_cfg,
         args,
     };
@@ -316,10 +342,11 @@ impl Bench {
                     appfw: floor_latency,
                 })
             }
-            Mode::Monitor | Mode::Blacklist | Mode::BlacklistQueued => {
+            Mode::Monitor | Mode::Blacklist | Mode::BlacklistQueued | Mode::Rules => {
                 let (args, cfg): (&[&str], _) = match mode {
                     Mode::Monitor => (&["-m"], &self.monitor_cfg),
                     Mode::Blacklist => (&["-b"], &self.blacklist),
+                    Mode::Rules => (&["-b"], &self.rules_cfg),
                     _ => (&["-b", "--no-kernel-verdicts"], &self.blacklist),
                 };
                 let d = self.start_appfw(args, cfg)?;

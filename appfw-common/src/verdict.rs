@@ -80,7 +80,9 @@ pub struct SocketVerdict {
     /// socket, whether it sends a [`KernelVerdictEvent`] (the daemon would
     /// have reported the flow).
     pub report: u8,
-    pub _pad: u8,
+    /// 1: the verdict holds only for the destination it was made for (a
+    /// rule on destinations applied): a new connect of the socket voids it.
+    pub flow_scoped: u8,
 }
 
 /// A process incarnation's verdict ([`crate::maps::PROC_VERDICTS`], keyed

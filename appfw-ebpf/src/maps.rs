@@ -331,6 +331,16 @@ pub fn judged(cookie: u64) -> bool {
     generation().is_some_and(|g| socket_verdict(cookie, g).is_some())
 }
 
+/// Socket `cookie` connects (again): a verdict made for the destination
+/// it had is void; one made for its process stays.
+#[inline(always)]
+pub fn socket_connects(cookie: u64) {
+    // SAFETY: a byte copied out.
+    if unsafe { APPFW_VERDICTS.get(&cookie) }.is_some_and(|v| v.flow_scoped != 0) {
+        forget_verdict(cookie);
+    }
+}
+
 /// Socket `cookie`'s verdict was made for another owner: it is judged
 /// again at its next packet.
 #[inline(always)]

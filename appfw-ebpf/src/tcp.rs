@@ -22,6 +22,9 @@ pub fn sock_ops(ctx: &SockOpsContext) -> u32 {
     let Some((netns, cookie)) = owner::socket_of(ctx) else {
         return 1;
     };
+    // TCP Fast Open can connect without connect(): a verdict made for
+    // another destination goes here too.
+    maps::socket_connects(cookie);
     if maps::judged(cookie) {
         // Decided in the kernel: the daemon needs no record.
         maps::count(counter::TCP_CONNECT);

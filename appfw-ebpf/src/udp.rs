@@ -45,6 +45,7 @@ pub fn connected(ctx: &SockAddrContext, family: u8) -> i32 {
     {
         maps::forget_verdict(cookie);
     }
+    maps::socket_connects(cookie);
     maps::socket_connected(&owner);
     if proto == PROTO_UDP {
         // Reported now with the local port unknown (0); `appfw trace` looks

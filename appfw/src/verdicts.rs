@@ -67,7 +67,7 @@ pub fn encode(decision: Decision, generation: u32, report: u8) -> SocketVerdict 
             Reason::Rule => reason::RULE,
         },
         report,
-        _pad: 0,
+        flow_scoped: u8::from(decision.scope == Scope::Flow),
     }
 }
 
@@ -95,7 +95,11 @@ pub fn decode(v: SocketVerdict) -> Option<Decision> {
     Some(Decision {
         verdict,
         reason,
-        scope: Scope::Process,
+        scope: if v.flow_scoped != 0 {
+            Scope::Flow
+        } else {
+            Scope::Process
+        },
         rule: None,
     })
 }

@@ -31,6 +31,18 @@ pub fn addresses(proto: u8, data: &[u8]) -> Option<Vec<(IpAddr, String, u32)>> {
         return None;
     }
     let question = m.queries.first().map(|q| q.name().clone());
+    // The work per message is bounded whatever it holds (a sender may
+    // craft messages to stall the verdict thread): a real answer has a
+    // short CNAME chain and a few addresses.
+    let aliases: Vec<(&Name, &Name)> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::CNAME(c) => Some((&c.0, &r.name)),
+            _ => None,
+        })
+        .take(MAX_CNAMES)
+        .collect();
     let mut out = Vec::new();
     for r in &m.answers {
         let addr = match &r.data {
@@ -38,29 +50,40 @@ pub fn addresses(proto: u8, data: &[u8]) -> Option<Vec<(IpAddr, String, u32)>> {
             RData::AAAA(a) => IpAddr::V6(a.0),
             _ => continue,
         };
-        let name = asked_for(&m, &r.name, question.as_ref());
-        if let Some(text) = display(&name) {
+        if out.len() >= MAX_ADDRESSES {
+            break;
+        }
+        let name = asked_for(&aliases, &r.name, question.as_ref());
+        if let Some(text) = display(name) {
             out.push((addr, text, r.ttl));
         }
     }
     Some(out)
 }
 
-/// Follows CNAMEs back from `owner` towards the question; bounded by the
-/// number of answers, so a CNAME loop ends.
-fn asked_for(m: &Message, owner: &Name, question: Option<&Name>) -> Name {
-    let mut name = owner.clone();
-    for _ in 0..m.answers.len() {
-        if question.is_some_and(|q| q.eq_case(&name) || *q == name) {
+/// CNAME records of a message that are followed.
+const MAX_CNAMES: usize = 16;
+/// CNAMEs followed from one address record back to the question.
+const MAX_HOPS: usize = 8;
+/// Address records of a message that are learned.
+const MAX_ADDRESSES: usize = 32;
+
+/// Follows `aliases` (target, owner) back from `owner` towards the
+/// question, at most [`MAX_HOPS`] steps, so a CNAME loop ends.
+fn asked_for<'a>(
+    aliases: &[(&Name, &'a Name)],
+    owner: &'a Name,
+    question: Option<&Name>,
+) -> &'a Name {
+    let mut name = owner;
+    for _ in 0..MAX_HOPS {
+        if question.is_some_and(|q| q.eq_case(name) || q == name) {
             break;
         }
-        let Some(alias) = m.answers.iter().find_map(|r| match &r.data {
-            RData::CNAME(c) if c.0 == name => Some(r.name.clone()),
-            _ => None,
-        }) else {
+        let Some(alias) = aliases.iter().find(|(target, _)| *target == name) else {
             break;
         };
-        name = alias;
+        name = alias.1;
     }
     name
 }

@@ -111,21 +111,35 @@ impl Names {
             .entry(addr)
             .or_insert_with(|| Vec::with_capacity(1));
         self.counts.learned += 1;
-        if let Some(l) = names.iter_mut().find(|l| &*l.name == name) {
+        // An answer renews only the entry of the process it was given to:
+        // another process's answer (or an untrusted one, pid 0) never
+        // takes a name away from the process that was answered.
+        if let Some(i) = names.iter().position(|l| &*l.name == name && l.pid == pid) {
+            let mut l = names.remove(i);
             l.expires = expires;
-            l.pid = pid;
             // The newest answer goes last: lookups prefer it.
-            let i = names.iter().position(|l| &*l.name == name).unwrap_or(0);
-            let l = names.remove(i);
             names.push(l);
             return;
         }
         if names.len() >= PER_ADDRESS {
-            // The one that would expire first makes way.
-            if let Some(i) = (0..names.len()).min_by_key(|i| names[*i].expires) {
-                names.remove(i);
-                self.len -= 1;
-                self.counts.evicted += 1;
+            // An untrusted name makes way first, then the one that would
+            // expire first; an untrusted answer never pushes out a
+            // process's own name.
+            let victim = (0..names.len())
+                .filter(|i| names[*i].pid == 0)
+                .min_by_key(|i| names[*i].expires)
+                .or_else(|| {
+                    (pid != 0)
+                        .then(|| (0..names.len()).min_by_key(|i| names[*i].expires))
+                        .flatten()
+                });
+            match victim {
+                Some(i) => {
+                    names.remove(i);
+                    self.len -= 1;
+                    self.counts.evicted += 1;
+                }
+                None => return,
             }
         }
         names.reserve_exact(1);
@@ -271,6 +285,9 @@ fn source_of(a: &DnsAnswer) -> IpAddr {
     }
 }
 
+/// DNS messages learned per [`Watcher::drain`].
+const DRAIN_MAX: usize = 64;
+
 /// The queue thread's name table and the ring buffer it is fed from.
 pub struct Watcher {
     ring: RingBuf<MapData>,
@@ -288,11 +305,16 @@ impl Watcher {
         }
     }
 
-    /// Learns every answer waiting. With none waiting, this reads two
-    /// positions from shared memory: no system call.
+    /// Learns the answers waiting, at most [`DRAIN_MAX`] (a flood of
+    /// answers must not hold up verdicts; the rest wait for the next
+    /// call). With none waiting, this reads two positions from shared
+    /// memory: no system call.
     pub fn drain(&mut self) {
         let mut now = None;
-        while let Some(item) = self.ring.next() {
+        for _ in 0..DRAIN_MAX {
+            let Some(item) = self.ring.next() else {
+                break;
+            };
             let now = *now.get_or_insert_with(Instant::now);
             if item.len() < std::mem::size_of::<DnsAnswer>() {
                 self.names.counts.unreadable += 1;
@@ -303,7 +325,16 @@ impl Watcher {
             let a: DnsAnswer = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
             drop(item);
             let trusted = trusted_source(source_of(&a), &self.resolvers);
-            self.names.learn_answer(&a, trusted, now);
+            // Bytes from the network: whatever goes wrong in the parser
+            // costs this answer, never the verdict thread.
+            let names = &mut self.names;
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                names.learn_answer(&a, trusted, now)
+            }))
+            .is_err()
+            {
+                self.names.counts.unreadable += 1;
+            }
         }
     }
 }
@@ -350,12 +381,40 @@ mod tests {
         );
         // A mapped address is the IPv4 one.
         assert!(n.lookup(ip("::ffff:198.51.100.2"), 10, t).is_some());
-        // Learning a name again refreshes it, it is not held twice.
+        // The same name answered to another process is that process's
+        // too; the first keeps its own.
         n.learn(ip("198.51.100.2"), "a.example", 60, 30, t);
-        assert_eq!(n.len(), 2);
+        assert_eq!(n.len(), 3);
         assert_eq!(
             n.lookup(ip("198.51.100.2"), 99, t).map(|s| &**s),
             Some("a.example")
+        );
+        assert_eq!(
+            n.lookup_own(ip("198.51.100.2"), 30, t).map(|s| &**s),
+            Some("a.example")
+        );
+        // Learning it again for the same process refreshes it.
+        n.learn(ip("198.51.100.2"), "a.example", 60, 30, t);
+        assert_eq!(n.len(), 3);
+    }
+
+    #[test]
+    fn untrusted_answers_never_take_a_name_from_its_process() {
+        let mut n = Names::default();
+        let t = Instant::now();
+        let addr = ip("198.51.100.2");
+        n.learn(addr, "deb.example", 300, 10, t);
+        // An attacker's own server repeats the name with a short TTL, and
+        // fills the address with names of its own.
+        n.learn(addr, "deb.example", 0, 0, t);
+        for i in 0..8 {
+            n.learn(addr, &format!("x{i}.attacker.example"), 86_400, 0, t);
+        }
+        let later = t + Duration::from_secs(10);
+        assert_eq!(
+            n.lookup_own(addr, 10, later).map(|s| &**s),
+            Some("deb.example"),
+            "untrusted answers took the process's name"
         );
     }
 

@@ -248,3 +248,46 @@ fn a_rule_by_destination_gives_a_process_no_verdict_for_its_other_sockets() {
         &format!("'{SERVER_V4}', {SINK_PORT})"),
     ]);
 }
+
+/// A TCP socket whose first connect a rule on destinations allowed cannot
+/// connect elsewhere on that verdict (disconnected with AF_UNSPEC and
+/// connected again): it is judged again at its new connect.
+#[test]
+fn a_socket_allowed_to_one_destination_cannot_reconnect_to_another() {
+    let mut bed = Bed::new();
+    bed.serve().sink();
+    let py = python_exe();
+    let config = format!(
+        "[global]\naction = \"reject\"\n\n[[rule]]\nexe = \"{py}\"\nport = {HTTP_PORT}\naction = \"accept\"\n"
+    );
+    let d = Daemon::start(&bed, &["-w"], Some(&config));
+    let script = format!(
+        "import ctypes, socket\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n\
+         s.settimeout(2)\n\
+         s.connect(('{SERVER_V4}', {HTTP_PORT}))\n\
+         print('first connect done', flush=True)\n\
+         unspec = (ctypes.c_ubyte * 16)()\n\
+         print('disconnect', libc.connect(s.fileno(), ctypes.byref(unspec), 16), flush=True)\n\
+         s.connect(('{SERVER_V4}', {SINK_PORT}))\n\
+         s.send(b'reconnected-elsewhere')\n"
+    );
+    let out = run_python(&bed, &script);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("first connect done") && text.contains("disconnect 0"),
+        "{out:?}"
+    );
+    std::thread::sleep(GRACE);
+    assert!(
+        !bed.sink_received().contains("reconnected-elsewhere"),
+        "a socket allowed to port {HTTP_PORT} reached the sink on that verdict: {}",
+        bed.sink_received()
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Connection refused"),
+        "the second connect was not refused: {out:?}"
+    );
+    d.wait_trace_line(&["is not in whitelist -> REJECT", &format!("{SINK_PORT})")]);
+}

@@ -285,35 +285,16 @@ pub fn load(opts: Options) -> Result<(Maps, Programs, Option<RingBuf<MapData>>),
 /// meanwhile keeps their record (inserts here never replace one).
 fn seed_processes(maps: &mut Maps) {
     let ticks_ns = 1_000_000_000 / system::clock_ticks().max(1);
-    let Ok(dir) = std::fs::read_dir("/proc") else {
+    let Ok(all) = procfs::process::all_processes() else {
         return;
     };
     let mut seeded = 0u32;
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // After the command's closing parenthesis: state, ppid, ...,
-        // starttime is field 22 of the whole line.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let (Some(ppid), Some(ticks)) = (
-            fields.get(1).and_then(|v| v.parse::<u32>().ok()),
-            fields.get(19).and_then(|v| v.parse::<u64>().ok()),
-        ) else {
+    for stat in all.flatten().filter_map(|p| p.stat().ok()) {
+        let (Ok(pid), Ok(ppid)) = (u32::try_from(stat.pid), u32::try_from(stat.ppid)) else {
             continue;
         };
         // 0 means "never seen" to the hooks.
-        let start_ns = (ticks * ticks_ns).max(1);
+        let start_ns = (stat.starttime * ticks_ns).max(1);
         if maps.proc_start.insert(pid, start_ns, BPF_NOEXIST).is_err() {
             continue;
         }

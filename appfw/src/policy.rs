@@ -540,15 +540,7 @@ mod tests {
         c
     }
 
-    fn to(proto: u8, daddr: &str, dport: u16) -> Flow<'static> {
-        Flow {
-            proto,
-            daddr: daddr.parse().unwrap(),
-            dport,
-            uid: Some(0),
-            host: None,
-        }
-    }
+    use crate::rules::tests::flow as to;
 
     const CURL_RULES: &str = "[[rule]]\nexe = \"/usr/bin/curl\"\nport = 8080\naction = \"accept\"\n\n[[rule]]\nname = \"no curl\"\nexe = \"/usr/bin/curl\"\naction = \"reject\"\n";
 

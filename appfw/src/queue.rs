@@ -504,15 +504,13 @@ fn run<S: OwnerStore + SocketVerdicts>(
         };
         // A verdict that may differ by destination is kept only for a
         // socket whose packets all go to one destination.
+        let encoded = verdicts::encode(event.decision, generation, report);
         let stored = !judged_unread
             && !lost
             && (event.decision.scope == Scope::Process || unique_key)
-            && socket.as_ref().is_some_and(|s| {
-                setup.attributor.store_mut().set(
-                    s.cookie,
-                    verdicts::encode(event.decision, generation, report),
-                )
-            });
+            && socket
+                .as_ref()
+                .is_some_and(|s| setup.attributor.store_mut().set(s.cookie, encoded));
         // The process's later sockets get the verdict in the kernel: only
         // a verdict made for the process the socket's record names (not
         // for an unknown owner, whose next flow may be identified), and
@@ -531,7 +529,7 @@ fn run<S: OwnerStore + SocketVerdicts>(
                 && o.start_ns != 0
         }) {
             let v = ProcVerdict {
-                verdict: verdicts::encode(event.decision, generation, report),
+                verdict: encoded,
                 uid: owner.uid,
                 _pad: 0,
                 applied: 0,

@@ -529,7 +529,7 @@ pub fn system_uid_of(name: &str) -> Option<u32> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::parse_str;
 
@@ -541,7 +541,8 @@ mod tests {
         parse_str(text, "t.toml").unwrap_err().to_string()
     }
 
-    fn flow(proto: u8, daddr: &str, dport: u16) -> Flow<'static> {
+    /// A flow of uid 0 to `daddr`:`dport` without a name.
+    pub(crate) fn flow(proto: u8, daddr: &str, dport: u16) -> Flow<'static> {
         Flow {
             proto,
             daddr: daddr.parse().unwrap(),

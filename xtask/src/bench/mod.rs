@@ -389,17 +389,7 @@ impl Bench {
             let mut args = vec!["-m", "--debug"];
             args.extend_from_slice(extra);
             let d = self.start_appfw(&args, &self.monitor_cfg)?;
-            let out = self
-                .in_client(&self.xtask)
-                .args([
-                    "bench-spawn",
-                    "--count",
-                    &n.to_string(),
-                    "udp",
-                    "198.51.100.2:9",
-                ])
-                .output()
-                .context("running the short-lived senders")?;
+            let out = self.spawn_senders(n)?;
             let pids: Vec<u32> =
                 serde_json::from_slice(&out.stdout).context("reading the senders' pids")?;
             thread::sleep(Duration::from_millis(500));
@@ -428,17 +418,7 @@ impl Bench {
                 args.extend_from_slice(extra);
                 let d = self.start_appfw(&args, &self.blacklist)?;
                 let start = Instant::now();
-                let out = self
-                    .in_client(&self.xtask)
-                    .args([
-                        "bench-spawn",
-                        "--count",
-                        &n.to_string(),
-                        "udp",
-                        "198.51.100.2:9",
-                    ])
-                    .output()
-                    .context("running the short-lived senders")?;
+                let out = self.spawn_senders(n)?;
                 secs[i].push(start.elapsed().as_secs_f64());
                 if !out.status.success() {
                     bail!(
@@ -461,6 +441,22 @@ impl Bench {
             per_sec_kernel_verdicts: rate(&secs[0]),
             per_sec_queued: rate(&secs[1]),
         })
+    }
+
+    /// `n` short-lived processes, each sending one UDP datagram (to the
+    /// discard port: no reply, and a port the throughput runs did not use,
+    /// so no conntrack entry of theirs can hide a datagram).
+    fn spawn_senders(&self, n: usize) -> Result<std::process::Output> {
+        self.in_client(&self.xtask)
+            .args([
+                "bench-spawn",
+                "--count",
+                &n.to_string(),
+                "udp",
+                "198.51.100.2:9",
+            ])
+            .output()
+            .context("running the short-lived senders")
     }
 
     fn start_appfw(&self, args: &[&str], config: &Path) -> Result<Daemon> {
